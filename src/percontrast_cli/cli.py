@@ -1,0 +1,107 @@
+"""`percontrast <stage> [hydra overrides]`: dispatch a stage to its Hydra entry point.
+
+Hydra has no subcommands, so the stage is taken off argv first; overrides are composed and validated up
+front (every combination of a -m sweep) so a typo is one line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from importlib import resources
+
+import hydra
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from percontrast_cli.errors import PercontrastError
+from percontrast_cli.stages import STAGES
+from percontrast_cli.validation import validate_config
+
+USAGE = """usage: percontrast <stage> [-m] [key=value ...] [hydra flags]
+
+stages:
+  estimate   PerContrast scores for the training split (artifact kind: estimate)
+  train      CE or PerCE training, with bootstrap refresh (artifact kind: checkpoint)
+  eval       generation, ROUGE, personal-token metrics, estimator AUROC (needs checkpoint=<id|path|latest>)
+  run        estimate -> train -> eval in one go
+
+config groups (pick with group=option, e.g. loss=ce):
+{groups}
+examples:
+  percontrast run                                   # tiny model, synthetic_email, PerCE
+  percontrast run -m loss=ce,perce seed=0,1,2       # a sweep; finished jobs are skipped on rerun
+  percontrast eval checkpoint=latest
+  percontrast train --cfg job                       # print the composed config
+"""
+
+
+def config_groups() -> str:
+    root = resources.files("percontrast_cli") / "conf"
+    lines = []
+    for group in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        options = sorted(p.name[:-5] for p in (root / group).iterdir() if p.name.endswith(".yaml"))
+        if options:
+            lines.append(f"  {group:<11}{', '.join(options)}")
+    return "\n".join(lines) + "\n"
+
+
+def fail(message: str) -> None:
+    print(f"percontrast: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def validate_overrides(overrides: list[str]) -> None:
+    """Compose the config for every point of the sweep and check its values."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # Hydra's parse errors carry a useful message and a noisy cause chain
+        fail(f"bad override: {str(exc).splitlines()[0]}")
+    choices = []
+    for override in parsed:
+        if override.is_hydra_override():
+            continue
+        key = override.get_key_element()
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [
+            override.get_value_element_as_str()
+        ]
+        prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(override.type.name, "")
+        choices.append([f"{prefix}{key}={v}" if prefix != "~" else f"~{key}" for v in values])
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        for combination in itertools.islice(itertools.product(*choices), 256):
+            try:
+                cfg = compose("config", overrides=list(combination))
+                validate_config(cfg)
+            except PercontrastError as exc:
+                fail(str(exc))
+            except Exception as exc:
+                fail(f"bad override: {str(exc).splitlines()[0]}")
+
+
+def make_entry(stage: str):
+    def entry(cfg):
+        try:
+            return STAGES[stage](cfg)
+        except PercontrastError as exc:
+            fail(str(exc))
+
+    entry.__name__ = f"percontrast_{stage}"
+    return hydra.main(config_path="conf", config_name="config", version_base="1.3")(entry)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(groups=config_groups()))
+        return
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        fail(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)} (see percontrast --help)")
+    if not any(flag in rest for flag in ("--help", "-h", "--hydra-help", "--info")):
+        validate_overrides([a for a in rest if not a.startswith("-")])
+    sys.argv = [f"percontrast-{stage}", *rest]
+    make_entry(stage)()
+
+
+if __name__ == "__main__":
+    main()

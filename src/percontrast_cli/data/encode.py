@@ -1,0 +1,97 @@
+"""Tokenization of (prompt, target) pairs and batch collation.
+
+Prompt and target are tokenized separately and concatenated, so the target's token ids are the same under
+the factual and the counterfactual prompt: PerContrast compares the same tokens under two contexts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from percontrast_cli.data.prompts import counterfactual_prompt, factual_prompt
+from percontrast_cli.data.schema import Example
+
+IGNORE = -100
+
+
+@dataclass
+class EncodedTarget:
+    ids: list[int]
+    personal: list[bool]  # per target token: overlaps a ground-truth personal span (False when unknown)
+
+
+def encode_target(tokenizer, example: Example, max_tokens: int) -> EncodedTarget:
+    enc = tokenizer(example.output, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    spans = example.personal_spans or ()
+    personal = [any(a < end and b > start for start, end in spans) for a, b in offsets]
+    ids, personal = ids[: max_tokens - 1], personal[: max_tokens - 1]
+    return EncodedTarget(ids + [tokenizer.eos_token_id], personal + [False])
+
+
+def join(tokenizer, prompt: str, target: EncodedTarget, max_length: int) -> dict[str, list[int]]:
+    """Prompt + target ids with labels on the target only.
+
+    Truncation policy: the target is never cut here (encode_target caps it); when the pair is too long the
+    prompt loses tokens from its start, i.e. the earliest profile items go first and the request stays.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    room = max(max_length - len(target.ids), 1)
+    prompt_ids = prompt_ids[-room:]
+    return {
+        "input_ids": prompt_ids + target.ids,
+        "labels": [IGNORE] * len(prompt_ids) + target.ids,
+    }
+
+
+def encode_example(
+    tokenizer, example: Example, *, k: int, max_length: int, counterfactual: str | None, pool: list[Example]
+) -> dict:
+    """One training/scoring item: the factual sequence and, if asked, the counterfactual one."""
+    target = encode_target(tokenizer, example, max_tokens=max_length // 2)
+    item = join(tokenizer, factual_prompt(example, k), target, max_length)
+    item["personal"] = target.personal
+    if counterfactual is not None:
+        cf = join(tokenizer, counterfactual_prompt(example, k, counterfactual, pool), target, max_length)
+        item["cf_input_ids"], item["cf_labels"] = cf["input_ids"], cf["labels"]
+    return item
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def scatter_to_labels(flat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Put per-target-token values (flattened row by row) at the label positions; 0 elsewhere."""
+    out = torch.zeros(labels.shape, dtype=flat.dtype, device=flat.device)
+    out[labels != IGNORE] = flat
+    return out
+
+
+def _scatter_targets(labels: torch.Tensor, values: list[list[float]], dtype) -> torch.Tensor:
+    return scatter_to_labels(torch.tensor([v for row in values for v in row], dtype=dtype), labels)
+
+
+class Collator:
+    """Right-padded batches; optional counterfactual sequences, precomputed scores and personal masks."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = {
+            "input_ids": _pad([i["input_ids"] for i in items], self.pad_id),
+            "labels": _pad([i["labels"] for i in items], IGNORE),
+        }
+        batch["attention_mask"] = _pad([[1] * len(i["input_ids"]) for i in items], 0)
+        batch["personal"] = _scatter_targets(batch["labels"], [i["personal"] for i in items], torch.bool)
+        if "cf_input_ids" in items[0]:
+            batch["cf_input_ids"] = _pad([i["cf_input_ids"] for i in items], self.pad_id)
+            batch["cf_labels"] = _pad([i["cf_labels"] for i in items], IGNORE)
+            batch["cf_attention_mask"] = _pad([[1] * len(i["cf_input_ids"]) for i in items], 0)
+        if "scores" in items[0]:
+            batch["scores"] = _scatter_targets(batch["labels"], [i["scores"] for i in items], torch.float32)
+        return batch

@@ -1,0 +1,50 @@
+"""Prompt building: the factual prompt (with the user's profile) and its counterfactuals.
+
+The counterfactual is the causal intervention of PerContrast: the same request and target, with the profile
+removed (``drop``, identical to the k=0 prompt), left as an empty slot (``empty``), or replaced by another
+user's profile (``other_user``).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from percontrast_cli.data.schema import Example
+from percontrast_cli.errors import PercontrastError
+
+COUNTERFACTUALS = ("drop", "empty", "other_user")
+
+
+def build_prompt(request: str, profile: list[str] | None) -> str:
+    """``profile=None`` leaves the profile section out entirely; ``[]`` keeps an empty slot."""
+    head = ""
+    if profile is not None:
+        head = "User profile:\n" + "".join(f"- {doc}\n" for doc in profile) + "\n"
+    return f"{head}Request: {request}\nResponse:\n"
+
+
+def select_profile(example: Example, k: int) -> list[str]:
+    """The profile items shown to the model (the first k; retrieval ranks them for real tasks)."""
+    return list(example.profile[:k])
+
+
+def factual_prompt(example: Example, k: int) -> str:
+    return build_prompt(example.input, select_profile(example, k) if k > 0 else None)
+
+
+def counterfactual_prompt(example: Example, k: int, mode: str, others: list[Example]) -> str:
+    if mode == "drop":
+        return build_prompt(example.input, None)
+    if mode == "empty":
+        return build_prompt(example.input, [])
+    if mode == "other_user":
+        return build_prompt(example.input, select_profile(other_user_example(example, others), k))
+    raise PercontrastError(f"estimator.counterfactual={mode!r} is not one of {', '.join(COUNTERFACTUALS)}")
+
+
+def other_user_example(example: Example, pool: list[Example]) -> Example:
+    """A deterministic pick of an example from a different user (same choice on every run)."""
+    candidates = [e for e in pool if e.user_id != example.user_id]
+    if not candidates:
+        raise PercontrastError("estimator.counterfactual=other_user needs data from at least two users")
+    return candidates[zlib.crc32(example.id.encode()) % len(candidates)]

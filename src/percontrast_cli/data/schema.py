@@ -1,0 +1,121 @@
+"""The example schema (LongLaMP's shape) and its validation, for generated data and local files alike."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from percontrast_cli.errors import PercontrastError
+from percontrast_cli.fingerprint import fingerprint
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    user_id: str
+    input: str
+    output: str
+    profile: tuple[str, ...]
+    # Character spans of `output` that depend on the user (synthetic tasks only; None on real data).
+    personal_spans: tuple[tuple[int, int], ...] | None = field(default=None)
+
+    def to_json(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["profile"] = list(self.profile)
+        row["personal_spans"] = None if self.personal_spans is None else [list(s) for s in self.personal_spans]
+        return row
+
+
+def dataset_fingerprint(examples: list[Example]) -> str:
+    return fingerprint([e.to_json() for e in examples])
+
+
+def _profile_text(item: Any) -> str | None:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):  # LongLaMP profile items are dicts of text fields (title, text, ...)
+        parts = [str(v) for k, v in item.items() if k != "id" and isinstance(v, str) and v]
+        return " ".join(parts) if parts else None
+    return None
+
+
+def validate_row(row: Any, where: str, index: int) -> Example:
+    """Turn one raw row into an Example, or raise an error naming the file, row and field."""
+
+    def fail(field_name: str, problem: str) -> PercontrastError:
+        return PercontrastError(f"{where}: row {index}: field '{field_name}': {problem}")
+
+    if not isinstance(row, dict):
+        raise PercontrastError(f"{where}: row {index}: expected an object, got {type(row).__name__}")
+    for name in ("input", "output"):
+        if name not in row:
+            raise fail(name, "missing")
+        if not isinstance(row[name], str) or not row[name].strip():
+            raise fail(name, f"expected a non-empty string, got {row[name]!r:.60}")
+    if "profile" not in row:
+        raise fail("profile", "missing (the user's earlier documents)")
+    if not isinstance(row["profile"], list):
+        raise fail("profile", f"expected a list, got {type(row['profile']).__name__}")
+    profile = []
+    for j, item in enumerate(row["profile"]):
+        text = _profile_text(item)
+        if text is None:
+            raise fail(f"profile[{j}]", "expected a string or an object with text fields")
+        profile.append(text)
+    spans = row.get("personal_spans")
+    if spans is not None:
+        if not isinstance(spans, list):
+            raise fail("personal_spans", "expected a list of [start, end] pairs")
+        for j, span in enumerate(spans):
+            ok = (
+                isinstance(span, list | tuple)
+                and len(span) == 2
+                and all(isinstance(x, int) for x in span)
+                and 0 <= span[0] < span[1] <= len(row["output"])
+            )
+            if not ok:
+                raise fail(f"personal_spans[{j}]", f"expected [start, end] inside the output, got {span!r}")
+        spans = tuple((int(a), int(b)) for a, b in spans)
+    return Example(
+        id=str(row.get("id", f"{Path(where).stem}-{index}")),
+        user_id=str(row.get("user_id", row.get("id", index))),
+        input=row["input"],
+        output=row["output"],
+        profile=tuple(profile),
+        personal_spans=spans,
+    )
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Read and validate a local ``.jsonl`` or ``.json`` file of examples."""
+    path = Path(path)
+    if not path.is_file():
+        raise PercontrastError(f"{path}: data file not found")
+    if path.suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(path.read_text().splitlines()):
+            if not line.strip():
+                continue
+            try:
+                rows.append((i, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise PercontrastError(f"{path}: row {i}: not valid JSON ({exc.msg})") from exc
+    elif path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PercontrastError(f"{path}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(data, list):
+            raise PercontrastError(f"{path}: expected a JSON list of rows")
+        rows = list(enumerate(data))
+    else:
+        raise PercontrastError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl or .json)")
+    if not rows:
+        raise PercontrastError(f"{path}: no rows")
+    return [validate_row(row, str(path), i) for i, row in rows]
+
+
+def write_examples(examples: list[Example], path: str | Path) -> None:
+    Path(path).write_text("".join(json.dumps(e.to_json()) + "\n" for e in examples))

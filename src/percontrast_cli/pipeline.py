@@ -1,0 +1,270 @@
+"""The stages and how they chain: task data -> base model -> warm-up -> estimate -> train -> eval.
+
+Every stage is idempotent: its artifact id is a fingerprint of its config and inputs, and an existing
+artifact is reused (and said so) instead of recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from percontrast_cli.artifacts import Artifact, ArtifactStore
+from percontrast_cli.data import synthetic
+from percontrast_cli.data.encode import encode_example
+from percontrast_cli.data.prompts import factual_prompt
+from percontrast_cli.data.schema import Example, dataset_fingerprint, load_examples
+from percontrast_cli.errors import PercontrastError
+from percontrast_cli.estimate import auroc, load_scores, save_scores, teacher_forced_pass
+from percontrast_cli.evaluate import generate, metrics_table, rouge, token_metrics
+from percontrast_cli.modeling.load import load_model_and_tokenizer, tokenizer_fingerprint
+from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
+from percontrast_cli.progress import console
+from percontrast_cli.train import fit
+
+CE = OmegaConf.create({"name": "ce", "weighting": "none", "alpha": 0.0, "max_weight": 1.0})
+
+
+@dataclass
+class Context:
+    cfg: object
+    store: ArtifactStore
+    device: torch.device
+    tracker: object
+
+
+@dataclass
+class TaskData:
+    train: list[Example]
+    test: list[Example]
+
+    @property
+    def train_fp(self) -> str:
+        return dataset_fingerprint(self.train)
+
+
+def container(node) -> object:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def load_task(task_cfg) -> TaskData:
+    if task_cfg.source == "file":
+        if not task_cfg.train_path or not task_cfg.test_path:
+            raise PercontrastError("task.source=file needs task.train_path and task.test_path")
+        return TaskData(load_examples(task_cfg.train_path), load_examples(task_cfg.test_path))
+    splits = synthetic.generate(
+        task_cfg.name, task_cfg.n_train_users, task_cfg.n_test_users, task_cfg.examples_per_user, task_cfg.seed
+    )
+    return TaskData(splits["train"], splits["test"])
+
+
+def reuse(kind: str, artifact: Artifact | None) -> Artifact | None:
+    if artifact is not None:
+        console.print(f"[dim]skip[/dim] {kind} {artifact.id} exists ({artifact.path})")
+    return artifact
+
+
+def base_model(ctx: Context, data: TaskData) -> Artifact:
+    """The untrained starting point: tokenizer + initial weights, as a `model` artifact."""
+    cfg = ctx.cfg
+    if cfg.model.source != "tiny":
+        raise PercontrastError(f"model.source={cfg.model.source!r} is not supported yet (use model=tiny)")
+    config = {"model": container(cfg.model), "seed": cfg.seed}
+    inputs = {"data": data.train_fp}
+    artifact_id = ctx.store.artifact_id("model", config, inputs)
+    if found := reuse("model", ctx.store.find("model", artifact_id)):
+        return found
+    texts = [t for e in data.train for t in (e.input, e.output, *e.profile)]
+    tokenizer = train_tokenizer(texts, cfg.model.vocab_size)
+    model = build_tiny_model(cfg.model, tokenizer, cfg.seed)
+    with ctx.store.create("model", artifact_id, config, inputs) as (tmp, manifest):
+        model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        manifest["inputs"]["tokenizer"] = tokenizer_fingerprint(tokenizer)
+    console.print(f"[green]built[/green] model {artifact_id}")
+    return ctx.store.find("model", artifact_id)
+
+
+def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: bool) -> list[dict]:
+    return [
+        encode_example(
+            tokenizer,
+            e,
+            k=cfg.task.profile_k,
+            max_length=cfg.model.max_length,
+            counterfactual=cfg.estimator.counterfactual if with_counterfactual else None,
+            pool=examples,
+        )
+        for e in examples
+    ]
+
+
+def train_checkpoint(
+    ctx: Context, start: Artifact, data: TaskData, loss_cfg, steps: int, estimate: Artifact | None, tag: str
+) -> Artifact:
+    """Train from `start` and publish a `checkpoint` artifact (skipped when it already exists)."""
+    cfg = ctx.cfg
+    weighted = loss_cfg.weighting != "none" and loss_cfg.alpha != 0
+    online = weighted and estimate is None
+    config = {
+        "train": container(cfg.train),
+        "steps": steps,
+        "loss": container(loss_cfg),
+        "estimator": container(cfg.estimator) if online else None,
+        "seed": cfg.seed,
+        "prompt": {"profile_k": cfg.task.profile_k, "max_length": cfg.model.max_length},
+    }
+    tokenizer_fp = start.inputs["tokenizer"]
+    inputs = {
+        "start": start.id,
+        "estimate": estimate.id if estimate else None,
+        "data": data.train_fp,
+        "tokenizer": tokenizer_fp,
+    }
+    artifact_id = ctx.store.artifact_id("checkpoint", config, inputs)
+    if found := reuse("checkpoint", ctx.store.find("checkpoint", artifact_id)):
+        return found
+    model, tokenizer = load_model_and_tokenizer(start.path / "model")
+    items = encode_items(tokenizer, data.train, cfg, with_counterfactual=online)
+    if estimate is not None:
+        estimate.require_input("data", data.train_fp, "training data")
+        estimate.require_input("tokenizer", tokenizer_fp, "tokenizer")
+        scores = load_scores(estimate.path)
+        for item, example in zip(items, data.train, strict=True):
+            item["scores"] = scores[example.id].tolist()
+    work_dir = ctx.store.root / ".work" / f"checkpoint-{artifact_id}"
+    history = fit(
+        model,
+        tokenizer,
+        items,
+        train_cfg=cfg.train,
+        loss_cfg=loss_cfg,
+        online_refresh=online,
+        steps=steps,
+        seed=cfg.seed,
+        work_dir=work_dir,
+        device=ctx.device.type,
+        tracker=ctx.tracker,
+        description=f"train {tag}",
+    )
+    with ctx.store.create("checkpoint", artifact_id, config, inputs, tag=tag) as (tmp, manifest):
+        model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
+    shutil.rmtree(work_dir, ignore_errors=True)
+    console.print(f"[green]trained[/green] checkpoint {artifact_id} ({tag})")
+    return ctx.store.find("checkpoint", artifact_id)
+
+
+def warmup(ctx: Context, base: Artifact, data: TaskData) -> Artifact:
+    """Models trained from scratch get a plain-CE warm-up, shared by every loss and alpha of a sweep."""
+    if not ctx.cfg.model.from_scratch or ctx.cfg.train.warmup_steps == 0:
+        return base
+    return train_checkpoint(ctx, base, data, CE, ctx.cfg.train.warmup_steps, None, tag="warmup")
+
+
+def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
+    """PerContrast scores for every training example, as an `estimate` artifact (with AUROC when known)."""
+    cfg = ctx.cfg
+    config = {
+        "counterfactual": cfg.estimator.counterfactual,
+        "prompt": {"profile_k": cfg.task.profile_k, "max_length": cfg.model.max_length},
+    }
+    inputs = {"checkpoint": checkpoint.id, "data": data.train_fp, "tokenizer": checkpoint.inputs["tokenizer"]}
+    artifact_id = ctx.store.artifact_id("estimate", config, inputs)
+    if found := reuse("estimate", ctx.store.find("estimate", artifact_id)):
+        return found
+    model, tokenizer = load_model_and_tokenizer(checkpoint.path / "model")
+    model.to(ctx.device)
+    items = encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
+    records = teacher_forced_pass(
+        model, tokenizer.pad_token_id, items, cfg.estimator.batch_size, ctx.device, "estimate"
+    )
+    value = auroc(records)
+    with ctx.store.create("estimate", artifact_id, config, inputs, metrics={"estimator_auroc": value}) as (tmp, _):
+        save_scores(tmp, [e.id for e in data.train], records)
+    shown = "n/a (no personal-span labels)" if value is None else f"{value:.4f}"
+    console.print(f"[green]estimated[/green] estimate {artifact_id}: train-split estimator AUROC {shown}")
+    ctx.tracker.summary({"estimate/estimator_auroc": value})
+    return ctx.store.find("estimate", artifact_id)
+
+
+def train_with_bootstrap(ctx: Context, start: Artifact, first_estimate: Artifact | None, data: TaskData) -> Artifact:
+    """Main training. PerCE with refresh=rounds alternates estimate -> train; online refreshes every step."""
+    cfg = ctx.cfg
+    weighted = cfg.loss.weighting != "none" and cfg.loss.alpha != 0
+    if not weighted or cfg.estimator.refresh == "online":
+        return train_checkpoint(ctx, start, data, cfg.loss, cfg.train.steps, None, tag=cfg.loss.name)
+    rounds = cfg.estimator.rounds
+    checkpoint, scores = start, first_estimate or estimate(ctx, start, data)
+    for r in range(rounds):
+        if r > 0:
+            scores = estimate(ctx, checkpoint, data)
+        steps = cfg.train.steps // rounds + (1 if r < cfg.train.steps % rounds else 0)
+        checkpoint = train_checkpoint(ctx, checkpoint, data, cfg.loss, steps, scores, f"{cfg.loss.name}-round{r}")
+    return checkpoint
+
+
+def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
+    cfg = ctx.cfg
+    test = data.test if cfg.eval.limit is None else data.test[: cfg.eval.limit]
+    config = {
+        "eval": container(cfg.eval),
+        "counterfactual": cfg.estimator.counterfactual,
+        "prompt": {"profile_k": cfg.task.profile_k, "max_length": cfg.model.max_length},
+        "seed": cfg.seed,
+    }
+    inputs = {"checkpoint": checkpoint.id, "data": dataset_fingerprint(test)}
+    artifact_id = ctx.store.artifact_id("eval", config, inputs)
+    if found := reuse("eval", ctx.store.find("eval", artifact_id)):
+        console.print(metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})"))
+        return found
+    model, tokenizer = load_model_and_tokenizer(checkpoint.path / "model")
+    model.to(ctx.device)
+    torch.manual_seed(cfg.seed)
+    items = encode_items(tokenizer, test, cfg, with_counterfactual=True)
+    records = teacher_forced_pass(model, tokenizer.pad_token_id, items, cfg.eval.batch_size, ctx.device, "score")
+    metrics = token_metrics(records)
+    prompts = [factual_prompt(e, cfg.task.profile_k) for e in test]
+    predictions = generate(model, tokenizer, prompts, cfg.eval, ctx.device)
+    metrics.update(rouge(predictions, [e.output for e in test]))
+    with ctx.store.create("eval", artifact_id, config, inputs, metrics=metrics) as (tmp, _):
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        with open(tmp / "predictions.jsonl", "w") as f:
+            for example, prediction in zip(test, predictions, strict=True):
+                f.write(json.dumps({"id": example.id, "prediction": prediction, "reference": example.output}) + "\n")
+    ctx.tracker.summary({f"eval/{k}": v for k, v in metrics.items()})
+    console.print(metrics_table(metrics, f"eval {artifact_id} (checkpoint {checkpoint.id})"))
+    return ctx.store.find("eval", artifact_id)
+
+
+def named_checkpoint(ctx: Context, ref: str) -> Artifact:
+    """A `checkpoint` (or base `model`) artifact named by id, path or `latest`."""
+    try:
+        return ctx.store.resolve("checkpoint", ref)
+    except PercontrastError:
+        found = ctx.store.find("model", ref) if ref != "latest" else None
+        if found is None:
+            raise
+        return found
+
+
+def starting_point(ctx: Context, data: TaskData) -> Artifact:
+    if ctx.cfg.checkpoint is not None:
+        checkpoint = named_checkpoint(ctx, ctx.cfg.checkpoint)
+        checkpoint.require_input("data", data.train_fp, "training data")
+        return checkpoint
+    return warmup(ctx, base_model(ctx, data), data)
+
+
+def given_estimate(ctx: Context) -> Artifact | None:
+    return None if ctx.cfg.estimate is None else ctx.store.resolve("estimate", ctx.cfg.estimate)
+
+
+def output_dir(cfg) -> Path:
+    return Path(cfg.paths.artifacts)

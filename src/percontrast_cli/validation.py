@@ -1,0 +1,47 @@
+"""Checks on a composed config, run before any work so a bad value is one clear line, not a late crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from percontrast_cli.data.prompts import COUNTERFACTUALS
+from percontrast_cli.errors import PercontrastError
+from percontrast_cli.losses import WEIGHTINGS
+
+
+def _choice(value, name: str, allowed) -> None:
+    if value not in allowed:
+        raise PercontrastError(f"{name}={value!r} is not one of: {', '.join(map(str, allowed))}")
+
+
+def _at_least(value, name: str, low) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < low:
+        raise PercontrastError(f"{name}={value!r} must be a number >= {low}")
+
+
+def validate_config(cfg) -> None:
+    _choice(cfg.device, "device", ("auto", "cpu", "cuda"))
+    _choice(cfg.model.source, "model.source", ("tiny",))
+    _choice(cfg.task.source, "task.source", ("synthetic", "file"))
+    if cfg.task.source == "file":
+        for key in ("train_path", "test_path"):
+            path = cfg.task[key]
+            if not path or not Path(path).is_file():
+                raise PercontrastError(f"task.{key}={path!r}: file not found (task.source=file needs both splits)")
+    _at_least(cfg.task.profile_k, "task.profile_k", 0)
+    _choice(cfg.estimator.counterfactual, "estimator.counterfactual", COUNTERFACTUALS)
+    _choice(cfg.estimator.refresh, "estimator.refresh", ("online", "rounds"))
+    _at_least(cfg.estimator.rounds, "estimator.rounds", 1)
+    _choice(cfg.loss.weighting, "loss.weighting", WEIGHTINGS)
+    _at_least(cfg.loss.alpha, "loss.alpha", 0)
+    _at_least(cfg.loss.max_weight, "loss.max_weight", 1)
+    for key in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
+        _at_least(cfg.train[key], f"train.{key}", 1)
+    _at_least(cfg.train.warmup_steps, "train.warmup_steps", 0)
+    _at_least(cfg.train.lr, "train.lr", 0)
+    _at_least(cfg.eval.batch_size, "eval.batch_size", 1)
+    _at_least(cfg.eval.max_new_tokens, "eval.max_new_tokens", 1)
+    if cfg.estimate is not None and cfg.estimator.refresh != "rounds":
+        raise PercontrastError("estimate=<id> gives fixed weights: use it with estimator.refresh=rounds")
+    if cfg.tracker.name == "wandb":
+        _choice(cfg.tracker.mode, "tracker.mode", ("offline", "online", "disabled"))
