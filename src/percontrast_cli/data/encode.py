@@ -14,6 +14,7 @@ from percontrast_cli.data.prompts import counterfactual_prompt, factual_prompt
 from percontrast_cli.data.schema import Example
 
 IGNORE = -100
+MIN_PROMPT_TOKENS = 16  # a target longer than max_length minus this is cut at its end (and warned about)
 
 
 @dataclass
@@ -34,7 +35,8 @@ def encode_target(tokenizer, example: Example, max_tokens: int) -> EncodedTarget
 def join(tokenizer, prompt: str, target: EncodedTarget, max_length: int) -> dict[str, list[int]]:
     """Prompt + target ids with labels on the target only.
 
-    Truncation policy: the target is never cut here (encode_target caps it); when the pair is too long the
+    Truncation policy: the target is kept whole (only a target that alone exceeds the budget is capped, in
+    encode_target); when the pair is too long the
     prompt loses tokens from its start, i.e. the earliest profile items go first and the request stays.
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -50,7 +52,7 @@ def encode_example(
     tokenizer, example: Example, *, k: int, max_length: int, counterfactual: str | None, pool: list[Example]
 ) -> dict:
     """One training/scoring item: the factual sequence and, if asked, the counterfactual one."""
-    target = encode_target(tokenizer, example, max_tokens=max_length // 2)
+    target = encode_target(tokenizer, example, max_tokens=max_length - MIN_PROMPT_TOKENS)
     item = join(tokenizer, factual_prompt(example, k), target, max_length)
     item["personal"] = target.personal
     if counterfactual is not None:

@@ -1,0 +1,53 @@
+"""Offline fixtures: a tokenizer trained here, a seeded tiny Llama, synthetic examples, a temp output root."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from percontrast_cli.data import synthetic
+from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
+
+TINY = OmegaConf.create(
+    {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_length": 256}
+)
+
+
+@pytest.fixture(scope="session")
+def splits():
+    return synthetic.generate("synthetic_email", n_train_users=4, n_test_users=2, examples_per_user=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(splits):
+    texts = [t for e in splits["train"] for t in (e.input, e.output, *e.profile)]
+    return train_tokenizer(texts, vocab_size=400)
+
+
+@pytest.fixture()
+def model(tokenizer):
+    model = build_tiny_model(TINY, tokenizer, seed=0)
+    model.eval()
+    return model
+
+
+@pytest.fixture()
+def outputs(tmp_path, monkeypatch):
+    root = tmp_path / "outputs"
+    monkeypatch.setenv("PERCONTRAST_OUTPUTS", str(root))
+    return root
+
+
+def random_batch(vocab: int, lengths: list[int], n_targets: list[int], seed: int):
+    """Right-padded logits-free batch: input ids and labels with the last n tokens of each row as targets."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.zeros(len(lengths), width, dtype=torch.long)
+    labels = torch.full((len(lengths), width), -100)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, (length, n) in enumerate(zip(lengths, n_targets, strict=True)):
+        ids[row, :length] = torch.randint(3, vocab, (length,), generator=g)
+        labels[row, length - n : length] = ids[row, length - n : length]
+        mask[row, :length] = 1
+    return ids, labels, mask

@@ -1,0 +1,55 @@
+"""The command line: clear errors with exit code 2, help, and every config composing and validating."""
+
+import subprocess
+import sys
+from importlib import resources
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from percontrast_cli.validation import validate_config
+
+
+def cli(*args, cwd=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["frobnicate"], "unknown stage 'frobnicate'"),
+        (["run", "loss=nope"], "Could not find 'loss/nope'"),
+        (["run", "estimator.counterfactual=bogus"], "estimator.counterfactual='bogus' is not one of"),
+        (["train", "-m", "loss.alpha=1,-2"], "loss.alpha=-2 must be a number >= 0"),
+        (["run", "train.stepz=3"], "bad override"),
+        (["run", "task=synthetic_email", "task.source=file"], "task.train_path=None: file not found"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(args, message, tmp_path):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_stages_and_groups(tmp_path):
+    result = cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for word in ("estimate", "train", "eval", "run", "loss", "ce, perce", "synthetic_review", "wandb"):
+        assert word in result.stdout
+
+
+def group_options():
+    root = resources.files("percontrast_cli") / "conf"
+    for group in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        for option in sorted(p.name[:-5] for p in (root / group).iterdir() if p.name.endswith(".yaml")):
+            yield f"{group}={option}"
+
+
+@pytest.mark.parametrize("override", list(group_options()))
+def test_every_config_option_composes_and_validates(override):
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[override])
+    validate_config(cfg)

@@ -1,0 +1,53 @@
+"""The recipe on CPU with tiny limits, through the real CLI: run, rerun (all skipped), eval, a sweep."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args, root, cwd):
+    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
+    result = subprocess.run(
+        [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def artifact_ids(root, kind):
+    return sorted(p.name for p in (root / "artifacts" / kind).iterdir() if not p.name.startswith("."))
+
+
+def test_run_rerun_eval_and_sweep(tmp_path):
+    root = tmp_path / "out"
+    out = cli("run", "experiment=miniature", root=root, cwd=tmp_path)
+    for kind in ("model", "checkpoint", "estimate", "eval"):
+        assert artifact_ids(root, kind), kind
+    (eval_id,) = artifact_ids(root, "eval")
+    metrics = json.loads((root / "artifacts" / "eval" / eval_id / "metrics.json").read_text())
+    for key in ("rouge1", "rougeL", "personal_token_acc", "nonpersonal_token_acc", "estimator_auroc"):
+        assert 0.0 <= metrics[key] <= 1.0
+    predictions = (root / "artifacts" / "eval" / eval_id / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 4  # 2 test users x 2 examples
+    assert "personal_token_acc" in out and eval_id in out
+
+    rerun = cli("run", "experiment=miniature", root=root, cwd=tmp_path)
+    assert re.findall(r"skip (\w+) ", rerun) == ["model", "checkpoint", "estimate", "checkpoint", "eval"]
+    assert "trained" not in rerun and "estimated" not in rerun
+
+    perce_checkpoint = json.loads((root / "artifacts" / "eval" / eval_id / "manifest.json").read_text())[
+        "inputs"
+    ]["checkpoint"]
+    again = cli("eval", f"checkpoint={perce_checkpoint}", "experiment=miniature", "eval.limit=2", root=root,
+                cwd=tmp_path)
+    assert len(artifact_ids(root, "eval")) == 2 and "estimator_auroc" in again
+
+    sweep = cli("run", "-m", "experiment=miniature", "loss=ce,perce", root=root, cwd=tmp_path)
+    assert "#1 : experiment=miniature loss=perce" in sweep
+    assert len(artifact_ids(root, "eval")) == 3  # ce is new; perce was already evaluated
