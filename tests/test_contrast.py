@@ -8,14 +8,17 @@ from percontrast_cli.estimate import teacher_forced_pass
 
 def test_score_equals_hand_computed_logprob_difference(model, tokenizer, splits):
     example = splits["train"][0]
-    item = encode_example(tokenizer, example, k=5, max_length=1024, counterfactual="drop", pool=splits["train"])
+    item = encode_example(
+        tokenizer, example, k=5, max_length=1024, counterfactual="drop", pool=splits["train"]
+    )
     batch = Collator(tokenizer.pad_token_id)([item])
     scores = contrast_scores(model, batch)
 
     target = tokenizer(example.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert len(scores) == len(target)
     for t in (0, 3, len(target) - 1):  # first, a middle and the end-of-sequence token
-        def logp(prompt: str) -> float:
+
+        def logp(prompt: str, t: int = t) -> float:
             prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             ids = torch.tensor([prompt_ids + target[:t]])
             with torch.no_grad():
@@ -49,9 +52,14 @@ def test_counterfactual_prompts_lack_the_profile(splits, tokenizer):
 def test_dataset_pass_matches_batch_scores(model, tokenizer, splits):
     """Batched scoring over padded batches gives the per-example scores of unbatched scoring."""
     examples = splits["train"][:3]
-    items = [encode_example(tokenizer, e, k=5, max_length=256, counterfactual="drop", pool=examples) for e in examples]
-    records = teacher_forced_pass(model, tokenizer.pad_token_id, items, batch_size=3, device="cpu", description="t")
-    for item, record in zip(items, records):
+    items = [
+        encode_example(tokenizer, e, k=5, max_length=256, counterfactual="drop", pool=examples)
+        for e in examples
+    ]
+    records = teacher_forced_pass(
+        model, tokenizer.pad_token_id, items, batch_size=3, device="cpu", description="t"
+    )
+    for item, record in zip(items, records, strict=True):
         single = contrast_scores(model, Collator(tokenizer.pad_token_id)([item]))
         torch.testing.assert_close(torch.from_numpy(record.scores), single, atol=1e-4, rtol=1e-4)
         assert record.personal.sum() > 0

@@ -44,7 +44,10 @@ def test_roundtrip_through_jsonl(tmp_path, splits):
         ({"input": "x", "output": "y"}, "field 'profile'"),
         ({"input": "x", "output": "y", "profile": "not a list"}, "field 'profile'"),
         ({"input": "x", "output": "y", "profile": [3]}, "field 'profile[0]'"),
-        ({"input": "x", "output": "y", "profile": [], "personal_spans": [[0, 9]]}, "field 'personal_spans[0]'"),
+        (
+            {"input": "x", "output": "y", "profile": [], "personal_spans": [[0, 9]]},
+            "field 'personal_spans[0]'",
+        ),
     ],
 )
 def test_malformed_row_names_file_row_and_field(tmp_path, row, field):

@@ -44,8 +44,14 @@ def test_run_rerun_eval_and_sweep(tmp_path):
     perce_checkpoint = json.loads((root / "artifacts" / "eval" / eval_id / "manifest.json").read_text())[
         "inputs"
     ]["checkpoint"]
-    again = cli("eval", f"checkpoint={perce_checkpoint}", "experiment=miniature", "eval.limit=2", root=root,
-                cwd=tmp_path)
+    again = cli(
+        "eval",
+        f"checkpoint={perce_checkpoint}",
+        "experiment=miniature",
+        "eval.limit=2",
+        root=root,
+        cwd=tmp_path,
+    )
     assert len(artifact_ids(root, "eval")) == 2 and "estimator_auroc" in again
 
     sweep = cli("run", "-m", "experiment=miniature", "loss=ce,perce", root=root, cwd=tmp_path)

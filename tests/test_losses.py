@@ -36,15 +36,18 @@ def test_accumulation_over_unequal_micro_batches_matches_cross_entropy():
     logits = [torch.randn(lb.shape[0], lb.shape[1], V, requires_grad=True) for _, lb, _ in micro]
     labels = [lb for _, lb, _ in micro]
     total = sum(int((lb[:, 1:] != -100).sum()) for lb in labels)
-    ours = sum(weighted_causal_lm_loss(lg, lb, torch.ones(lb.shape), total) for lg, lb in zip(logits, labels))
+    ours = sum(
+        weighted_causal_lm_loss(lg, lb, torch.ones(lb.shape), total)
+        for lg, lb in zip(logits, labels, strict=True)
+    )
     grads_ours = torch.autograd.grad(ours, logits)
     ref = reference_ce(logits, labels)
     grads_ref = torch.autograd.grad(ref, logits)
     torch.testing.assert_close(ours, ref)
-    for a, b in zip(grads_ours, grads_ref):
+    for a, b in zip(grads_ours, grads_ref, strict=True):
         torch.testing.assert_close(a, b)
     # The naive mean of per-micro-batch means differs here: the normalisation matters.
-    naive = sum(weighted_causal_lm_loss(lg, lb) for lg, lb in zip(logits, labels)) / 2
+    naive = sum(weighted_causal_lm_loss(lg, lb) for lg, lb in zip(logits, labels, strict=True)) / 2
     assert not torch.allclose(naive, ref)
 
 
@@ -55,13 +58,15 @@ def test_alpha_zero_perce_is_exactly_ce(weighting):
     scores = torch.randn(labels.shape) * 3
     weights = token_weights(scores, weighting, alpha=0.0, max_weight=5.0)
     assert torch.equal(weights, torch.ones_like(scores))
-    assert torch.equal(weighted_causal_lm_loss(logits, labels, weights), weighted_causal_lm_loss(logits, labels))
+    assert torch.equal(
+        weighted_causal_lm_loss(logits, labels, weights), weighted_causal_lm_loss(logits, labels)
+    )
 
 
 def test_weightings_upweight_positive_contrast_and_cap():
     scores = torch.tensor([-2.0, 0.0, 0.5, 10.0])
     pir = token_weights(scores, "pir", alpha=1.0, max_weight=5.0)
-    torch.testing.assert_close(pir, torch.tensor([1.0, 1.0, 0.5 ** 0 * torch.tensor(0.5).exp().item(), 5.0]))
+    torch.testing.assert_close(pir, torch.tensor([1.0, 1.0, 0.5**0 * torch.tensor(0.5).exp().item(), 5.0]))
     linear = token_weights(scores, "linear", alpha=2.0, max_weight=5.0)
     cap = torch.tensor(5.0).log().item()
     torch.testing.assert_close(linear, torch.tensor([1.0, 1.0, 2.0, 1.0 + 2.0 * cap]))
@@ -78,12 +83,20 @@ def test_perce_changes_the_loss_toward_personal_tokens():
 
 def _trainer(model, tokenizer, tmp_path, grad_accum, loss):
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=grad_accum,
-        report_to=[], use_cpu=True, remove_unused_columns=False,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=grad_accum,
+        report_to=[],
+        use_cpu=True,
+        remove_unused_columns=False,
     )
     return PerCETrainer(
-        model=model, args=args, train_dataset=[], data_collator=Collator(tokenizer.pad_token_id),
-        loss_cfg=OmegaConf.create(loss), online_refresh=True,
+        model=model,
+        args=args,
+        train_dataset=[],
+        data_collator=Collator(tokenizer.pad_token_id),
+        loss_cfg=OmegaConf.create(loss),
+        online_refresh=True,
     )
 
 
@@ -91,7 +104,11 @@ def test_trainer_step_under_accumulation_matches_full_batch_cross_entropy(model,
     """The Trainer path: two unequal micro-batches with the window's token count give full-batch CE grads."""
     collate = Collator(tokenizer.pad_token_id)
     rows = [
-        {"input_ids": list(range(5, 25)), "labels": [-100] * 8 + list(range(13, 25)), "personal": [False] * 12},
+        {
+            "input_ids": list(range(5, 25)),
+            "labels": [-100] * 8 + list(range(13, 25)),
+            "personal": [False] * 12,
+        },
         {"input_ids": list(range(30, 36)), "labels": [-100] * 4 + [34, 35], "personal": [False] * 2},
         {"input_ids": list(range(40, 51)), "labels": [-100] * 10 + [50], "personal": [False]},
     ]
@@ -103,8 +120,9 @@ def test_trainer_step_under_accumulation_matches_full_batch_cross_entropy(model,
     grads_ref = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     model.zero_grad()
-    trainer = _trainer(model, tokenizer, tmp_path, grad_accum=2, loss={"weighting": "none", "alpha": 0.0,
-                                                                        "max_weight": 1.0})
+    trainer = _trainer(
+        model, tokenizer, tmp_path, grad_accum=2, loss={"weighting": "none", "alpha": 0.0, "max_weight": 1.0}
+    )
     micro = [collate(rows[:1]), collate(rows[1:])]
     total = sum(int((m["labels"][:, 1:] != -100).sum()) for m in micro)
     losses = [trainer.training_step(model, m, num_items_in_batch=total) for m in micro]

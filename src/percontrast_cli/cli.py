@@ -62,9 +62,11 @@ def validate_overrides(overrides: list[str]) -> None:
         if override.is_hydra_override():
             continue
         key = override.get_key_element()
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [
-            override.get_value_element_as_str()
-        ]
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
         prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(override.type.name, "")
         choices.append([f"{prefix}{key}={v}" if prefix != "~" else f"~{key}" for v in values])
     with initialize_config_module("percontrast_cli.conf", version_base="1.3"):

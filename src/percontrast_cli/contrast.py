@@ -30,11 +30,12 @@ def contrast_scores(model, batch: dict[str, torch.Tensor], factual_logits: torch
     forward pass are reused (detached), so online refresh costs one extra no-grad forward pass.
     """
     if factual_logits is None:
-        factual = sequence_target_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        factual = sequence_target_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["labels"]
+        )
     else:
         factual = target_logprobs(factual_logits.detach(), batch["labels"])
     counterfactual = sequence_target_logprobs(
         model, batch["cf_input_ids"], batch["cf_attention_mask"], batch["cf_labels"]
     )
     return factual - counterfactual
-

@@ -48,12 +48,14 @@ def teacher_forced_pass(model, pad_id: int, items: list[dict], batch_size: int, 
         personal = batch["personal"][batch["labels"] != IGNORE]
         lengths = [sum(1 for x in item["labels"] if x != IGNORE) for item in chunk]
         for piece in zip(*(t.cpu().split(lengths) for t in (logp, cf_logp, correct, personal)), strict=True):
-            records.append(TokenRecord(*(p.float().numpy() if p.is_floating_point() else p.numpy() for p in piece)))
+            records.append(
+                TokenRecord(*(p.float().numpy() if p.is_floating_point() else p.numpy() for p in piece))
+            )
     return records
 
 
 def auroc(records: list[TokenRecord]) -> float | None:
-    """AUROC of the PerContrast scores against the ground-truth personal-token labels (None without labels)."""
+    """AUROC of PerContrast scores against ground-truth personal-token labels (None without labels)."""
     labels = np.concatenate([r.personal for r in records])
     if labels.all() or not labels.any():
         return None

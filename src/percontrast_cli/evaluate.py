@@ -1,4 +1,5 @@
-"""Evaluation: generation + ROUGE, teacher-forced accuracy/loss on personal vs other tokens, estimator AUROC."""
+"""Evaluation: generation + ROUGE, teacher-forced accuracy and loss on personal vs other tokens, and the
+estimator's AUROC against the ground-truth personal spans."""
 
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ def generate(model, tokenizer, prompts: list[str], eval_cfg, device) -> list[str
     starts = range(0, len(prompts), eval_cfg.batch_size)
     for start in track(starts, total=len(starts), description="generate"):
         enc = tokenizer(
-            prompts[start : start + eval_cfg.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            prompts[start : start + eval_cfg.batch_size],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
         ).to(device)
         generated = model.generate(
             **enc,

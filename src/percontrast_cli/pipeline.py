@@ -58,7 +58,11 @@ def load_task(task_cfg) -> TaskData:
             raise PercontrastError("task.source=file needs task.train_path and task.test_path")
         return TaskData(load_examples(task_cfg.train_path), load_examples(task_cfg.test_path))
     splits = synthetic.generate(
-        task_cfg.name, task_cfg.n_train_users, task_cfg.n_test_users, task_cfg.examples_per_user, task_cfg.seed
+        task_cfg.name,
+        task_cfg.n_train_users,
+        task_cfg.n_test_users,
+        task_cfg.examples_per_user,
+        task_cfg.seed,
     )
     return TaskData(splits["train"], splits["test"])
 
@@ -186,7 +190,10 @@ def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
         model, tokenizer.pad_token_id, items, cfg.estimator.batch_size, ctx.device, "estimate"
     )
     value = auroc(records)
-    with ctx.store.create("estimate", artifact_id, config, inputs, metrics={"estimator_auroc": value}) as (tmp, _):
+    with ctx.store.create("estimate", artifact_id, config, inputs, metrics={"estimator_auroc": value}) as (
+        tmp,
+        _,
+    ):
         save_scores(tmp, [e.id for e in data.train], records)
     shown = "n/a (no personal-span labels)" if value is None else f"{value:.4f}"
     console.print(f"[green]estimated[/green] estimate {artifact_id}: train-split estimator AUROC {shown}")
@@ -194,7 +201,9 @@ def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     return ctx.store.find("estimate", artifact_id)
 
 
-def train_with_bootstrap(ctx: Context, start: Artifact, first_estimate: Artifact | None, data: TaskData) -> Artifact:
+def train_with_bootstrap(
+    ctx: Context, start: Artifact, first_estimate: Artifact | None, data: TaskData
+) -> Artifact:
     """Main training. PerCE with refresh=rounds alternates estimate -> train; online refreshes every step."""
     cfg = ctx.cfg
     weighted = cfg.loss.weighting != "none" and cfg.loss.alpha != 0
@@ -206,7 +215,9 @@ def train_with_bootstrap(ctx: Context, start: Artifact, first_estimate: Artifact
         if r > 0:
             scores = estimate(ctx, checkpoint, data)
         steps = cfg.train.steps // rounds + (1 if r < cfg.train.steps % rounds else 0)
-        checkpoint = train_checkpoint(ctx, checkpoint, data, cfg.loss, steps, scores, f"{cfg.loss.name}-round{r}")
+        checkpoint = train_checkpoint(
+            ctx, checkpoint, data, cfg.loss, steps, scores, f"{cfg.loss.name}-round{r}"
+        )
     return checkpoint
 
 
@@ -222,13 +233,17 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     inputs = {"checkpoint": checkpoint.id, "data": dataset_fingerprint(test)}
     artifact_id = ctx.store.artifact_id("eval", config, inputs)
     if found := reuse("eval", ctx.store.find("eval", artifact_id)):
-        console.print(metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})"))
+        console.print(
+            metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})")
+        )
         return found
     model, tokenizer = load_model_and_tokenizer(checkpoint.path / "model")
     model.to(ctx.device)
     torch.manual_seed(cfg.seed)
     items = encode_items(tokenizer, test, cfg, with_counterfactual=True)
-    records = teacher_forced_pass(model, tokenizer.pad_token_id, items, cfg.eval.batch_size, ctx.device, "score")
+    records = teacher_forced_pass(
+        model, tokenizer.pad_token_id, items, cfg.eval.batch_size, ctx.device, "score"
+    )
     metrics = token_metrics(records)
     prompts = [factual_prompt(e, cfg.task.profile_k) for e in test]
     predictions = generate(model, tokenizer, prompts, cfg.eval, ctx.device)
@@ -237,7 +252,10 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         with open(tmp / "predictions.jsonl", "w") as f:
             for example, prediction in zip(test, predictions, strict=True):
-                f.write(json.dumps({"id": example.id, "prediction": prediction, "reference": example.output}) + "\n")
+                f.write(
+                    json.dumps({"id": example.id, "prediction": prediction, "reference": example.output})
+                    + "\n"
+                )
     ctx.tracker.summary({f"eval/{k}": v for k, v in metrics.items()})
     console.print(metrics_table(metrics, f"eval {artifact_id} (checkpoint {checkpoint.id})"))
     return ctx.store.find("eval", artifact_id)

@@ -23,7 +23,8 @@ class PerCETrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.loss_cfg = loss_cfg
         self.online_refresh = online_refresh
-        # Makes the Trainer count target tokens over all micro-batches (and ranks) of a step: num_items_in_batch.
+        # Makes the Trainer count target tokens over all micro-batches (and ranks) of a step:
+        # that count arrives here as num_items_in_batch.
         self.model_accepts_loss_kwargs = True
 
     def token_weights(self, model, inputs, logits) -> torch.Tensor | None:

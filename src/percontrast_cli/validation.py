@@ -27,7 +27,9 @@ def validate_config(cfg) -> None:
         for key in ("train_path", "test_path"):
             path = cfg.task[key]
             if not path or not Path(path).is_file():
-                raise PercontrastError(f"task.{key}={path!r}: file not found (task.source=file needs both splits)")
+                raise PercontrastError(
+                    f"task.{key}={path!r}: file not found (task.source=file needs both splits)"
+                )
     _at_least(cfg.task.profile_k, "task.profile_k", 0)
     _choice(cfg.estimator.counterfactual, "estimator.counterfactual", COUNTERFACTUALS)
     _choice(cfg.estimator.refresh, "estimator.refresh", ("online", "rounds"))

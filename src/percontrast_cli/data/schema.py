@@ -24,7 +24,9 @@ class Example:
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
         row["profile"] = list(self.profile)
-        row["personal_spans"] = None if self.personal_spans is None else [list(s) for s in self.personal_spans]
+        row["personal_spans"] = (
+            None if self.personal_spans is None else [list(s) for s in self.personal_spans]
+        )
         return row
 
 
