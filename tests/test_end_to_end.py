@@ -57,3 +57,45 @@ def test_run_rerun_eval_and_sweep(tmp_path):
     sweep = cli("run", "-m", "experiment=miniature", "loss=ce,perce", root=root, cwd=tmp_path)
     assert "#1 : experiment=miniature loss=perce" in sweep
     assert len(artifact_ids(root, "eval")) == 3  # ce is new; perce was already evaluated
+
+
+def test_rounds_bootstrap_and_mismatched_estimate(tmp_path):
+    root = tmp_path / "out"
+    out = cli(
+        "train",
+        "experiment=miniature",
+        "estimator.refresh=rounds",
+        "estimator.rounds=2",
+        root=root,
+        cwd=tmp_path,
+    )
+    # warm-up, then estimate -> train -> estimate -> train
+    assert len(artifact_ids(root, "estimate")) == 2
+    tags = sorted(
+        json.loads((root / "artifacts" / "checkpoint" / i / "manifest.json").read_text())["tag"]
+        for i in artifact_ids(root, "checkpoint")
+    )
+    assert tags == ["perce-round0", "perce-round1", "warmup"]
+    assert "round1" in out
+
+    estimate_id = artifact_ids(root, "estimate")[0]
+    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "percontrast_cli.cli",
+            "train",
+            "experiment=miniature",
+            "estimator.refresh=rounds",
+            f"estimate={estimate_id}",
+            "task.seed=5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert f"estimate artifact {estimate_id}" in result.stderr and "training data" in result.stderr
+    assert len(artifact_ids(root, "model")) == 1  # rejected before building anything for the new data

@@ -280,8 +280,13 @@ def starting_point(ctx: Context, data: TaskData) -> Artifact:
     return warmup(ctx, base_model(ctx, data), data)
 
 
-def given_estimate(ctx: Context) -> Artifact | None:
-    return None if ctx.cfg.estimate is None else ctx.store.resolve("estimate", ctx.cfg.estimate)
+def given_estimate(ctx: Context, data: TaskData) -> Artifact | None:
+    """The estimate named on the command line, checked against the data before any work starts."""
+    if ctx.cfg.estimate is None:
+        return None
+    artifact = ctx.store.resolve("estimate", ctx.cfg.estimate)
+    artifact.require_input("data", data.train_fp, "training data")
+    return artifact
 
 
 def output_dir(cfg) -> Path:

@@ -72,8 +72,9 @@ def stage_estimate(cfg):
 def stage_train(cfg):
     with context(cfg) as ctx:
         data = pipeline.load_task(cfg.task)
+        given = pipeline.given_estimate(ctx, data)
         start = pipeline.starting_point(ctx, data)
-        result = pipeline.train_with_bootstrap(ctx, start, pipeline.given_estimate(ctx), data)
+        result = pipeline.train_with_bootstrap(ctx, start, given, data)
         print_artifacts([start, result])
         return result
 
@@ -93,8 +94,9 @@ def stage_run(cfg):
     """estimate -> train -> eval (with the base model and warm-up before them when needed)."""
     with context(cfg) as ctx:
         data = pipeline.load_task(cfg.task)
+        given = pipeline.given_estimate(ctx, data)
         start = pipeline.starting_point(ctx, data)
-        first = pipeline.given_estimate(ctx) or pipeline.estimate(ctx, start, data)
+        first = given or pipeline.estimate(ctx, start, data)
         trained = pipeline.train_with_bootstrap(ctx, start, first, data)
         result = pipeline.evaluate(ctx, trained, data)
         print_artifacts([start, first, trained, result])

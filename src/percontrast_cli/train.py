@@ -99,6 +99,7 @@ def fit(
     device: str,
     tracker,
     description: str,
+    extra_callbacks: tuple = (),
 ) -> list[dict]:
     """Train in place; resumes from the last Trainer checkpoint in ``work_dir`` after a crash."""
     trainer = PerCETrainer(
@@ -108,7 +109,7 @@ def fit(
         data_collator=Collator(tokenizer.pad_token_id),
         loss_cfg=loss_cfg,
         online_refresh=online_refresh,
-        callbacks=[RichProgressCallback(description), LogHistory(tracker, description)],
+        callbacks=[RichProgressCallback(description), LogHistory(tracker, description), *extra_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar shows the loss instead
     resume = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
