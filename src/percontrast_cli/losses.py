@@ -60,7 +60,16 @@ def weighted_causal_lm_loss(
     micro-batches, summing this loss over them gives the mean over all the step's tokens (not a mean of
     per-micro-batch means, which overweights short micro-batches). Defaults to this batch's count.
     """
-    nll = token_nll(logits, labels)
+    return weighted_nll(token_nll(logits, labels), labels, weights, num_items)
+
+
+def weighted_nll(
+    nll: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    num_items: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """The reduction of weighted_causal_lm_loss, for callers that also need the per-token NLL."""
     if weights is not None:
         nll = nll * weights.detach().to(nll.dtype)
     if num_items is None:

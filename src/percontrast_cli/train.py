@@ -10,8 +10,8 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_utils import get_last_checkpoint
 
 from percontrast_cli.contrast import contrast_scores
-from percontrast_cli.data.encode import Collator, scatter_to_labels
-from percontrast_cli.losses import token_weights, weighted_causal_lm_loss
+from percontrast_cli.data.encode import IGNORE, Collator, scatter_to_labels
+from percontrast_cli.losses import token_nll, token_weights, weighted_nll
 from percontrast_cli.progress import RichProgressCallback
 
 
@@ -26,6 +26,8 @@ class PerCETrainer(Trainer):
         # Makes the Trainer count target tokens over all micro-batches (and ranks) of a step:
         # that count arrives here as num_items_in_batch.
         self.model_accepts_loss_kwargs = True
+        # NLL sums and token counts on personal / other target tokens since the last log.
+        self.token_loss_sums = torch.zeros(4, dtype=torch.float64)
 
     def token_weights(self, model, inputs, logits) -> torch.Tensor | None:
         if self.loss_cfg.weighting == "none" or self.loss_cfg.alpha == 0:
@@ -43,11 +45,31 @@ class PerCETrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         weights = self.token_weights(model, inputs, outputs.logits)
-        loss = weighted_causal_lm_loss(outputs.logits, inputs["labels"], weights, num_items_in_batch)
+        nll = token_nll(outputs.logits, inputs["labels"])
+        self.track_token_losses(nll.detach(), inputs)
+        loss = weighted_nll(nll, inputs["labels"], weights, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch is summed over ranks while DDP averages gradients: undo the average.
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+    def track_token_losses(self, nll: torch.Tensor, inputs) -> None:
+        target = inputs["labels"] != IGNORE
+        personal = inputs["personal"] & target
+        other = target & ~personal
+        sums = [nll[personal].sum(), personal.sum(), nll[other].sum(), other.sum()]
+        self.token_loss_sums += torch.stack([s.double().cpu() for s in sums])
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        """Adds the mean (unweighted) NLL of personal and other target tokens since the last log."""
+        personal_sum, personal_n, other_sum, other_n = self.token_loss_sums.tolist()
+        if "loss" in logs:
+            if personal_n:
+                logs["personal_loss"] = round(personal_sum / personal_n, 4)
+            if other_n:
+                logs["nonpersonal_loss"] = round(other_sum / other_n, 4)
+            self.token_loss_sums.zero_()
+        super().log(logs, *args, **kwargs)
 
 
 class LogHistory(TrainerCallback):
