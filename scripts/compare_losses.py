@@ -20,7 +20,8 @@ def main(root: Path) -> None:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for manifest_path in sorted((root / "eval").glob("*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
-        checkpoint = json.loads((root / "checkpoint" / manifest["inputs"]["checkpoint"] / "manifest.json").read_text())
+        checkpoint_dir = root / "checkpoint" / manifest["inputs"]["checkpoint"]
+        checkpoint = json.loads((checkpoint_dir / "manifest.json").read_text())
         loss = checkpoint["config"]["loss"]
         key = (loss["name"], loss["weighting"], loss["alpha"], checkpoint["config"]["steps"])
         groups[key].append({"seed": checkpoint["config"]["seed"], **manifest["metrics"]})
