@@ -6,10 +6,10 @@ PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 install:
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[wandb]"
+	$(PIP) -e ".[wandb,report]"
 
 install-dev: install
-	$(PIP) -e ".[dev,wandb]"
+	$(PIP) -e ".[dev,wandb,report,slurm]"
 
 # The main job on the embedded default (tiny model, synthetic_email, PerCE): estimate -> train -> eval.
 demo: install

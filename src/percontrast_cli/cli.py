@@ -25,6 +25,8 @@ stages:
   train      CE or PerCE training, with bootstrap refresh (artifact kind: checkpoint)
   eval       generation, ROUGE, personal-token metrics, estimator AUROC (needs checkpoint=<id|path|latest>)
   run        estimate -> train -> eval in one go
+  report     comparison table (terminal, Markdown, CSV) + plots over eval artifacts (report.evals=...)
+  inspect    token heatmap of PerContrast scores (estimate=<id> example=<n>), terminal + HTML
 
 config groups (pick with group=option, e.g. loss=ce):
 {groups}
@@ -46,6 +48,16 @@ def config_groups() -> str:
     return "\n".join(lines) + "\n"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty message line of an exception or of the exceptions that caused it."""
+    while exc is not None:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        if lines:
+            return lines[0]
+        exc = exc.__cause__ or exc.__context__
+    return "invalid configuration"
+
+
 def fail(message: str) -> None:
     print(f"percontrast: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -56,7 +68,7 @@ def validate_overrides(overrides: list[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # Hydra's parse errors carry a useful message and a noisy cause chain
-        fail(f"bad override: {str(exc).splitlines()[0]}")
+        fail(f"bad override: {first_line(exc)}")
     choices = []
     for override in parsed:
         if override.is_hydra_override():
@@ -77,7 +89,7 @@ def validate_overrides(overrides: list[str]) -> None:
             except PercontrastError as exc:
                 fail(str(exc))
             except Exception as exc:
-                fail(f"bad override: {str(exc).splitlines()[0]}")
+                fail(f"bad override: {first_line(exc)}")
 
 
 def make_entry(stage: str):

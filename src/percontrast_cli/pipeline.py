@@ -16,13 +16,15 @@ from omegaconf import OmegaConf
 
 from percontrast_cli.artifacts import Artifact, ArtifactStore
 from percontrast_cli.data import synthetic
-from percontrast_cli.data.encode import encode_example
+from percontrast_cli.data.encode import encode_example, render_prompt
 from percontrast_cli.data.prompts import factual_prompt
 from percontrast_cli.data.schema import Example, dataset_fingerprint, load_examples
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import auroc, load_scores, save_scores, teacher_forced_pass
 from percontrast_cli.evaluate import generate, metrics_table, rouge, token_metrics
-from percontrast_cli.modeling.load import load_model_and_tokenizer, tokenizer_fingerprint
+from percontrast_cli.fingerprint import fingerprint
+from percontrast_cli.modeling.load import converted_smollm2, load_model_and_tokenizer, tokenizer_fingerprint
+from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
 from percontrast_cli.progress import console
 from percontrast_cli.train import fit
@@ -73,11 +75,47 @@ def reuse(kind: str, artifact: Artifact | None) -> Artifact | None:
     return artifact
 
 
+def model_location(artifact: Artifact) -> Path | str:
+    """Where a model/checkpoint artifact's weights load from: its own payload or the pretrained source."""
+    if (artifact.path / "model").is_dir():
+        return artifact.path / "model"
+    return json.loads((artifact.path / "source.json").read_text())["name_or_path"]
+
+
+def weights_fingerprint(location: str | Path) -> str:
+    """Local directories by their files' names and sizes (and config); hub ids by name."""
+    path = Path(location)
+    if not path.is_dir():
+        return fingerprint({"hub_id": str(location)})
+    files = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
+    return fingerprint({"files": files, "config": (path / "config.json").read_text()})
+
+
+def pretrained_model(ctx: Context) -> Artifact:
+    """A `model` artifact that points at pretrained weights (embedded SmolLM2, hub id or local dir)."""
+    cfg = ctx.cfg
+    if cfg.model.source == "smollm2":
+        location: str | Path = converted_smollm2(cfg.paths.cache)
+    else:
+        location = cfg.model.name_or_path
+    config = {"model": container(cfg.model)}
+    inputs = {"weights": weights_fingerprint(location)}
+    artifact_id = ctx.store.artifact_id("model", config, inputs)
+    if found := reuse("model", ctx.store.find("model", artifact_id)):
+        return found
+    _, tokenizer = load_model_and_tokenizer(location, with_model=False)
+    with ctx.store.create("model", artifact_id, config, inputs) as (tmp, manifest):
+        (tmp / "source.json").write_text(json.dumps({"name_or_path": str(location)}))
+        manifest["inputs"]["tokenizer"] = tokenizer_fingerprint(tokenizer)
+    console.print(f"[green]registered[/green] model {artifact_id} ({location})")
+    return ctx.store.find("model", artifact_id)
+
+
 def base_model(ctx: Context, data: TaskData) -> Artifact:
-    """The untrained starting point: tokenizer + initial weights, as a `model` artifact."""
+    """The starting point: pretrained weights, or for model=tiny a new tokenizer + initial weights."""
     cfg = ctx.cfg
     if cfg.model.source != "tiny":
-        raise PercontrastError(f"model.source={cfg.model.source!r} is not supported yet (use model=tiny)")
+        return pretrained_model(ctx)
     config = {"model": container(cfg.model), "seed": cfg.seed}
     inputs = {"data": data.train_fp}
     artifact_id = ctx.store.artifact_id("model", config, inputs)
@@ -103,6 +141,7 @@ def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: b
             max_length=cfg.model.max_length,
             counterfactual=cfg.estimator.counterfactual if with_counterfactual else None,
             pool=examples,
+            chat=cfg.model.chat_template,
         )
         for e in examples
     ]
@@ -133,7 +172,9 @@ def train_checkpoint(
     artifact_id = ctx.store.artifact_id("checkpoint", config, inputs)
     if found := reuse("checkpoint", ctx.store.find("checkpoint", artifact_id)):
         return found
-    model, tokenizer = load_model_and_tokenizer(start.path / "model")
+    model, tokenizer = load_model_and_tokenizer(model_location(start))
+    if cfg.train.peft == "lora":
+        model = wrap_lora(model, cfg.train.lora)
     items = encode_items(tokenizer, data.train, cfg, with_counterfactual=online)
     if estimate is not None:
         estimate.require_input("data", data.train_fp, "training data")
@@ -157,8 +198,7 @@ def train_checkpoint(
         description=f"train {tag}",
     )
     with ctx.store.create("checkpoint", artifact_id, config, inputs, tag=tag) as (tmp, manifest):
-        model.save_pretrained(tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
+        save_trained(model, tokenizer, tmp)
         (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
     shutil.rmtree(work_dir, ignore_errors=True)
     console.print(f"[green]trained[/green] checkpoint {artifact_id} ({tag})")
@@ -183,7 +223,7 @@ def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     artifact_id = ctx.store.artifact_id("estimate", config, inputs)
     if found := reuse("estimate", ctx.store.find("estimate", artifact_id)):
         return found
-    model, tokenizer = load_model_and_tokenizer(checkpoint.path / "model")
+    model, tokenizer = load_model_and_tokenizer(model_location(checkpoint))
     model.to(ctx.device)
     items = encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
     records = teacher_forced_pass(
@@ -237,7 +277,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
             metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})")
         )
         return found
-    model, tokenizer = load_model_and_tokenizer(checkpoint.path / "model")
+    model, tokenizer = load_model_and_tokenizer(model_location(checkpoint))
     model.to(ctx.device)
     torch.manual_seed(cfg.seed)
     items = encode_items(tokenizer, test, cfg, with_counterfactual=True)
@@ -245,10 +285,13 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
         model, tokenizer.pad_token_id, items, cfg.eval.batch_size, ctx.device, "score"
     )
     metrics = token_metrics(records)
-    prompts = [factual_prompt(e, cfg.task.profile_k) for e in test]
+    prompts = [
+        render_prompt(tokenizer, factual_prompt(e, cfg.task.profile_k), cfg.model.chat_template) for e in test
+    ]
     predictions = generate(model, tokenizer, prompts, cfg.eval, ctx.device)
     metrics.update(rouge(predictions, [e.output for e in test]))
-    with ctx.store.create("eval", artifact_id, config, inputs, metrics=metrics) as (tmp, _):
+    extra = {"metrics": metrics, "run_config": container(cfg)}
+    with ctx.store.create("eval", artifact_id, config, inputs, **extra) as (tmp, _):
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         with open(tmp / "predictions.jsonl", "w") as f:
             for example, prediction in zip(test, predictions, strict=True):
@@ -274,9 +317,7 @@ def named_checkpoint(ctx: Context, ref: str) -> Artifact:
 
 def starting_point(ctx: Context, data: TaskData) -> Artifact:
     if ctx.cfg.checkpoint is not None:
-        checkpoint = named_checkpoint(ctx, ctx.cfg.checkpoint)
-        checkpoint.require_input("data", data.train_fp, "training data")
-        return checkpoint
+        return named_checkpoint(ctx, ctx.cfg.checkpoint)
     return warmup(ctx, base_model(ctx, data), data)
 
 
@@ -284,6 +325,8 @@ def given_estimate(ctx: Context, data: TaskData) -> Artifact | None:
     """The estimate named on the command line, checked against the data before any work starts."""
     if ctx.cfg.estimate is None:
         return None
+    if ctx.cfg.estimator.refresh != "rounds":
+        raise PercontrastError("estimate=<id> gives fixed weights: use it with estimator.refresh=rounds")
     artifact = ctx.store.resolve("estimate", ctx.cfg.estimate)
     artifact.require_input("data", data.train_fp, "training data")
     return artifact
@@ -291,3 +334,30 @@ def given_estimate(ctx: Context, data: TaskData) -> Artifact | None:
 
 def output_dir(cfg) -> Path:
     return Path(cfg.paths.artifacts)
+
+
+def scored_tokens(ctx: Context, estimate_artifact: Artifact, data: TaskData, index: int) -> tuple:
+    """The target tokens of one training example with their PerContrast scores from an estimate artifact."""
+    from percontrast_cli.data.encode import MIN_PROMPT_TOKENS, encode_target
+    from percontrast_cli.heatmap import ScoredToken
+
+    estimate_artifact.require_input("data", data.train_fp, "training data")
+    if not 0 <= index < len(data.train):
+        raise PercontrastError(
+            f"example={index} is out of range: the training split has {len(data.train)} examples"
+        )
+    example = data.train[index]
+    checkpoint = named_checkpoint(ctx, estimate_artifact.inputs["checkpoint"])
+    _, tokenizer = load_model_and_tokenizer(model_location(checkpoint), with_model=False)
+    target = encode_target(
+        tokenizer, example, ctx.cfg.model.max_length - MIN_PROMPT_TOKENS, ctx.cfg.model.chat_template
+    )
+    scores = load_scores(estimate_artifact.path)[example.id]
+    if len(scores) != len(target.ids):
+        raise PercontrastError(
+            f"estimate {estimate_artifact.id}: {len(scores)} scores for {len(target.ids)} tokens"
+        )
+    tokens = [
+        ScoredToken(t, float(s), p) for t, s, p in zip(target.texts, scores, target.personal, strict=True)
+    ]
+    return example, tokens

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from rich.table import Table
 
-from percontrast_cli import pipeline
+from percontrast_cli import pipeline, report
 from percontrast_cli.artifacts import ArtifactStore
 from percontrast_cli.errors import PercontrastError
+from percontrast_cli.heatmap import html_heatmap, terminal_heatmap
 from percontrast_cli.progress import console
 from percontrast_cli.tracking import make_tracker
 from percontrast_cli.validation import validate_config
@@ -99,8 +102,65 @@ def stage_run(cfg):
         first = given or pipeline.estimate(ctx, start, data)
         trained = pipeline.train_with_bootstrap(ctx, start, first, data)
         result = pipeline.evaluate(ctx, trained, data)
+        _, tokens = pipeline.scored_tokens(ctx, first, data, 0) if first.kind == "estimate" else (None, None)
+        if tokens:
+            ctx.tracker.log_html("estimate/heatmap_example0", html_heatmap(tokens, f"estimate {first.id}"))
         print_artifacts([start, first, trained, result])
+        if HydraConfig.initialized():  # lets `report` find this job's artifacts from its sweep dir
+            ids = {"start": start.id, "estimate": first.id, "checkpoint": trained.id, "eval": result.id}
+            (Path(run_dir()) / report.JOB_ARTIFACTS).write_text(json.dumps(ids, indent=1))
         return result
 
 
-STAGES = {"estimate": stage_estimate, "train": stage_train, "eval": stage_eval, "run": stage_run}
+def stage_report(cfg):
+    """A comparison table (terminal, Markdown, CSV) and plots over a set of eval artifacts."""
+    with context(cfg) as ctx:
+        refs = [cfg.report.evals] if isinstance(cfg.report.evals, str) else list(cfg.report.evals)
+        rows = [report.eval_row(ctx.store, e) for e in report.collect_evals(ctx.store, refs)]
+        keys = report.group_keys(rows)
+        summary = report.summarize(rows, keys)
+        out_dir = Path(cfg.report.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        console.print(report.write_tables(summary, keys, out_dir))
+        for metric in cfg.report.plot_metrics:
+            report.plot_metric_vs_alpha(summary, metric, out_dir / f"{metric}_vs_alpha.png")
+        report.plot_token_losses(summary, out_dir / "token_loss_curves.png")
+        console.print(f"report of {len(rows)} evals written to {out_dir}")
+        return out_dir
+
+
+def stage_inspect(cfg):
+    """Terminal + HTML heatmap of one example's PerContrast scores."""
+    with context(cfg) as ctx:
+        if cfg.estimate is None:
+            raise PercontrastError("inspect needs estimate=<artifact id | path | latest>")
+        artifact = ctx.store.resolve("estimate", cfg.estimate)
+        data = pipeline.load_task(cfg.task)
+        example, tokens = pipeline.scored_tokens(ctx, artifact, data, cfg.example)
+        title = f"estimate {artifact.id}, example {cfg.example} ({example.id})"
+        console.print(f"[bold]{title}[/bold]  red: profile raises the token; underlined: personal spans")
+        console.print(terminal_heatmap(tokens))
+        top = Table(title=f"top {cfg.inspect.top_k} tokens")
+        for column in ("token", "score", "personal"):
+            top.add_column(column)
+        for token in sorted(tokens, key=lambda t: t.score, reverse=True)[: cfg.inspect.top_k]:
+            top.add_row(repr(token.text), f"{token.score:+.4f}", "yes" if token.personal else "")
+        console.print(top)
+        out = Path(
+            cfg.inspect.out
+            or Path(cfg.paths.root) / "inspect" / f"estimate-{artifact.id}-example-{cfg.example}.html"
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(html_heatmap(tokens, title, cfg.inspect.top_k))
+        console.print(f"HTML heatmap: {out}")
+        return out
+
+
+STAGES = {
+    "estimate": stage_estimate,
+    "train": stage_train,
+    "eval": stage_eval,
+    "run": stage_run,
+    "report": stage_report,
+    "inspect": stage_inspect,
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -12,6 +13,9 @@ class NullTracker:
         pass
 
     def summary(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def log_html(self, name: str, page: str) -> None:
         pass
 
     def finish(self) -> None:
@@ -25,7 +29,7 @@ class WandbTracker(NullTracker):
         self.wandb = wandb
         self.run = wandb.init(
             project=tracker_cfg.project,
-            group=tracker_cfg.group,
+            group=tracker_cfg.group or sweep_group(),
             mode=tracker_cfg.mode,
             dir=run_dir,
             config=OmegaConf.to_container(cfg, resolve=True),
@@ -38,8 +42,22 @@ class WandbTracker(NullTracker):
     def summary(self, metrics):
         self.run.summary.update(metrics)
 
+    def log_html(self, name, page):
+        self.run.log({name: self.wandb.Html(page)})
+
     def finish(self):
         self.run.finish()
+
+
+def sweep_group() -> str | None:
+    """Jobs of one Hydra multirun share a group named after the sweep directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    return f"sweep-{sweep_dir.parent.name}-{sweep_dir.name}"
 
 
 def make_tracker(cfg, run_dir: str) -> NullTracker:

@@ -21,7 +21,10 @@ def _at_least(value, name: str, low) -> None:
 
 def validate_config(cfg) -> None:
     _choice(cfg.device, "device", ("auto", "cpu", "cuda"))
-    _choice(cfg.model.source, "model.source", ("tiny",))
+    _choice(cfg.model.source, "model.source", ("tiny", "smollm2", "hub"))
+    if cfg.model.source == "hub" and not cfg.model.name_or_path:
+        raise PercontrastError("model.source=hub needs model.name_or_path (a hub id or a local directory)")
+    _choice(cfg.train.peft, "train.peft", ("none", "lora"))
     _choice(cfg.task.source, "task.source", ("synthetic", "file"))
     if cfg.task.source == "file":
         for key in ("train_path", "test_path"):
@@ -43,7 +46,5 @@ def validate_config(cfg) -> None:
     _at_least(cfg.train.lr, "train.lr", 0)
     _at_least(cfg.eval.batch_size, "eval.batch_size", 1)
     _at_least(cfg.eval.max_new_tokens, "eval.max_new_tokens", 1)
-    if cfg.estimate is not None and cfg.estimator.refresh != "rounds":
-        raise PercontrastError("estimate=<id> gives fixed weights: use it with estimator.refresh=rounds")
     if cfg.tracker.name == "wandb":
         _choice(cfg.tracker.mode, "tracker.mode", ("offline", "online", "disabled"))

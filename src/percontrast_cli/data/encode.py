@@ -21,15 +21,43 @@ MIN_PROMPT_TOKENS = 16  # a target longer than max_length minus this is cut at i
 class EncodedTarget:
     ids: list[int]
     personal: list[bool]  # per target token: overlaps a ground-truth personal span (False when unknown)
+    texts: list[str]  # per target token: its characters in the output (the end-of-sequence token's name last)
 
 
-def encode_target(tokenizer, example: Example, max_tokens: int) -> EncodedTarget:
+def render_prompt(tokenizer, prompt: str, chat: bool) -> str:
+    """The prompt as the user turn of the model's chat template (when asked and the model has one)."""
+    if chat and tokenizer.chat_template:
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return prompt
+
+
+def end_of_turn_id(tokenizer, chat: bool) -> int:
+    """The token that closes the target: the chat template's end-of-turn token, else end-of-sequence.
+
+    Found by rendering a short exchange, so it works for any template; it is a label even where the
+    tokenizer pads with the same id (pad == eos), because labels come from lengths, not from pad ids."""
+    if chat and tokenizer.chat_template:
+        turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+        text = tokenizer.apply_chat_template(turns, tokenize=False)
+        suffix = text[text.rindex("b") + 1 :]
+        ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+        if ids:
+            return ids[0]
+    return tokenizer.eos_token_id
+
+
+def encode_target(tokenizer, example: Example, max_tokens: int, chat: bool = False) -> EncodedTarget:
     enc = tokenizer(example.output, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
     spans = example.personal_spans or ()
     personal = [any(a < end and b > start for start, end in spans) for a, b in offsets]
-    ids, personal = ids[: max_tokens - 1], personal[: max_tokens - 1]
-    return EncodedTarget(ids + [tokenizer.eos_token_id], personal + [False])
+    texts = [example.output[a:b] for a, b in offsets]
+    keep = max_tokens - 1
+    end = end_of_turn_id(tokenizer, chat)
+    return EncodedTarget(
+        ids[:keep] + [end], personal[:keep] + [False], texts[:keep] + [tokenizer.decode([end])]
+    )
 
 
 def join(tokenizer, prompt: str, target: EncodedTarget, max_length: int) -> dict[str, list[int]]:
@@ -49,14 +77,22 @@ def join(tokenizer, prompt: str, target: EncodedTarget, max_length: int) -> dict
 
 
 def encode_example(
-    tokenizer, example: Example, *, k: int, max_length: int, counterfactual: str | None, pool: list[Example]
+    tokenizer,
+    example: Example,
+    *,
+    k: int,
+    max_length: int,
+    counterfactual: str | None,
+    pool: list[Example],
+    chat: bool = False,
 ) -> dict:
     """One training/scoring item: the factual sequence and, if asked, the counterfactual one."""
-    target = encode_target(tokenizer, example, max_tokens=max_length - MIN_PROMPT_TOKENS)
-    item = join(tokenizer, factual_prompt(example, k), target, max_length)
+    target = encode_target(tokenizer, example, max_length - MIN_PROMPT_TOKENS, chat)
+    item = join(tokenizer, render_prompt(tokenizer, factual_prompt(example, k), chat), target, max_length)
     item["personal"] = target.personal
     if counterfactual is not None:
-        cf = join(tokenizer, counterfactual_prompt(example, k, counterfactual, pool), target, max_length)
+        prompt = render_prompt(tokenizer, counterfactual_prompt(example, k, counterfactual, pool), chat)
+        cf = join(tokenizer, prompt, target, max_length)
         item["cf_input_ids"], item["cf_labels"] = cf["input_ids"], cf["labels"]
     return item
 

@@ -1,0 +1,125 @@
+"""Sweeps, reports, heatmaps and tracking (issue: experiments people can read)."""
+
+import csv
+import io
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import pytest
+from hydra import compose, initialize_config_module
+from rich.console import Console
+
+from percontrast_cli.heatmap import ScoredToken, html_heatmap, terminal_heatmap
+
+from .test_end_to_end import artifact_ids, cli
+
+
+class TokenSpans(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.spans = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "span" and "tok" in attrs.get("class", "").split():
+            self.spans.append(attrs)
+
+
+TOKENS = [ScoredToken("Hello", 0.01, False), ScoredToken(" Nike", 2.5, True), ScoredToken(" <&>", -0.7, False)]
+
+
+def test_html_heatmap_has_one_coloured_span_per_token_with_its_score():
+    page = html_heatmap(TOKENS, "t")
+    parser = TokenSpans()
+    parser.feed(page)
+    assert len(parser.spans) == len(TOKENS)
+    for attrs, token in zip(parser.spans, TOKENS, strict=True):
+        assert attrs["title"] == f"s={token.score:+.4f}"
+        assert attrs["style"].startswith("background:rgb(")
+        assert ("personal" in attrs["class"]) == token.personal
+    assert "&lt;&amp;&gt;" in page  # token text is escaped
+
+
+def test_terminal_heatmap_renders_without_a_tty():
+    buffer = io.StringIO()
+    Console(file=buffer, force_terminal=False, width=80).print(terminal_heatmap(TOKENS))
+    assert buffer.getvalue().strip() == "Hello Nike <&>"
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return width, height, len(data)
+
+
+@pytest.mark.slow
+def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
+    root = tmp_path / "out"
+    sweep = ["run", "-m", "experiment=miniature", "loss=ce,perce", "seed=0,1"]
+    first = cli(*sweep, "hydra.sweep.dir=" + str(tmp_path / "sweep1"), root=root, cwd=tmp_path)
+    assert first.count("trained checkpoint") == 2 + 4  # two warm-ups (one per seed), then 2 x 2 jobs
+    rerun = cli(*sweep, "hydra.sweep.dir=" + str(tmp_path / "sweep2"), root=root, cwd=tmp_path)
+    assert not re.search(r"^(trained|estimated|built) ", rerun, re.M)
+    assert rerun.count("skip eval") == 4
+
+    out_dir = tmp_path / "report"
+    cli("report", f"report.evals=[{tmp_path / 'sweep2'}]", f"report.out_dir={out_dir}", root=root, cwd=tmp_path)
+    rows = list(csv.DictReader((out_dir / "report.csv").open()))
+    assert [r["loss"] for r in rows] == ["ce", "perce"]
+    assert all(r["seeds"] == "0,1" for r in rows)
+    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4}", rows[0]["personal_token_acc"])
+    gain = "gain personal_token_loss"
+    assert rows[0][gain] == "" and re.fullmatch(r"[+-]\d+\.\d%", rows[1][gain])
+    assert "| loss |" in (out_dir / "report.md").read_text()
+    for name in ("personal_token_acc_vs_alpha.png", "rougeL_vs_alpha.png", "token_loss_curves.png"):
+        width, height, size = png_size(out_dir / name)
+        assert width >= 400 and height >= 300 and size > 10_000, name
+
+    estimate_id = artifact_ids(root, "estimate")[0]
+    html_out = tmp_path / "heat.html"
+    shown = cli("inspect", "experiment=miniature", f"estimate={estimate_id}", "example=1", f"inspect.out={html_out}",
+                root=root, cwd=tmp_path)
+    assert "top 10 tokens" in shown
+    parser = TokenSpans()
+    parser.feed(html_out.read_text())
+    assert len(parser.spans) > 10 and any("personal" in s["class"] for s in parser.spans)
+
+
+@pytest.mark.slow
+def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
+    root = tmp_path / "out"
+    env_blocked = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    os.environ.update(env_blocked)  # any network attempt would fail loudly
+    try:
+        cli("run", "experiment=miniature", "tracker=wandb", f"hydra.run.dir={tmp_path / 'job'}", root=root,
+            cwd=tmp_path)
+    finally:
+        for key in env_blocked:
+            os.environ.pop(key)
+    runs = list((tmp_path / "job" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    (log,) = runs[0].glob("*.wandb")
+    data = log.read_bytes()
+    for key in (b"eval/rougeL", b"eval/personal_token_acc", b"personal_loss", b"train perce/loss",
+                b"estimate/heatmap_example0"):
+        assert key in data, key
+
+
+@pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm"])
+def test_slurm_launcher_preset_composes(launcher):
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.timeout_min == 240 and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_report_without_evals_is_a_clear_error(tmp_path):
+    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(tmp_path / "out")}
+    result = subprocess.run([sys.executable, "-m", "percontrast_cli.cli", "report"], capture_output=True,
+                            text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "no eval artifact exists yet" in result.stderr
