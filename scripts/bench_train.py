@@ -48,7 +48,7 @@ def run_one(loss_name: str, overrides: list[str], steps: int, base_dir: str, que
         cfg = compose("config", overrides=[f"loss={loss_name}", *overrides])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     store = ArtifactStore(base_dir)
-    data = pipeline.load_task(cfg.task)
+    data = pipeline.load_task(cfg)
     ctx = pipeline.Context(cfg, store, device, NullTracker())
     base = pipeline.base_model(ctx, data)
     model, tokenizer = load_model_and_tokenizer(base.path / "model")

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -24,13 +25,14 @@ def cli(*args, cwd=None, env=None):
         (["run", "estimator.counterfactual=bogus"], "estimator.counterfactual='bogus' is not one of"),
         (["train", "-m", "loss.alpha=1,-2"], "loss.alpha=-2 must be a number >= 0"),
         (["run", "train.stepz=3"], "bad override"),
-        (["run", "task=synthetic_email", "task.source=file"], "task.train_path=None: file not found"),
+        (["run", "data.path=/no/such.jsonl"], "data.path='/no/such.jsonl': no such file or directory"),
+        (["run", "task=email"], "task=email is not public"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, message, tmp_path):
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == 2
-    assert message in result.stderr
+    assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -48,8 +50,12 @@ def group_options():
             yield f"{group}={option}"
 
 
+# Options that need a companion setting to be valid (the email task has no public data).
+COMPANIONS = {"task=email": [f"data.path={Path(__file__).parent / 'fixtures' / 'longlamp' / 'email.jsonl'}"]}
+
+
 @pytest.mark.parametrize("override", list(group_options()))
 def test_every_config_option_composes_and_validates(override):
     with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[override])
+        cfg = compose("config", overrides=[override, *COMPANIONS.get(override, [])])
     validate_config(cfg)

@@ -4,7 +4,8 @@ import pytest
 
 from percontrast_cli.data import synthetic
 from percontrast_cli.data.encode import encode_target
-from percontrast_cli.data.schema import load_examples, write_examples
+from percontrast_cli.data.schema import write_examples
+from percontrast_cli.data.sources import load_examples
 from percontrast_cli.errors import PercontrastError
 
 

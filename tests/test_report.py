@@ -28,7 +28,11 @@ class TokenSpans(HTMLParser):
             self.spans.append(attrs)
 
 
-TOKENS = [ScoredToken("Hello", 0.01, False), ScoredToken(" Nike", 2.5, True), ScoredToken(" <&>", -0.7, False)]
+TOKENS = [
+    ScoredToken("Hello", 0.01, False),
+    ScoredToken(" Nike", 2.5, True),
+    ScoredToken(" <&>", -0.7, False),
+]
 
 
 def test_html_heatmap_has_one_coloured_span_per_token_with_its_score():
@@ -67,7 +71,13 @@ def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
     assert rerun.count("skip eval") == 4
 
     out_dir = tmp_path / "report"
-    cli("report", f"report.evals=[{tmp_path / 'sweep2'}]", f"report.out_dir={out_dir}", root=root, cwd=tmp_path)
+    cli(
+        "report",
+        f"report.evals=[{tmp_path / 'sweep2'}]",
+        f"report.out_dir={out_dir}",
+        root=root,
+        cwd=tmp_path,
+    )
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
     assert [r["loss"] for r in rows] == ["ce", "perce"]
     assert all(r["seeds"] == "0,1" for r in rows)
@@ -81,8 +91,15 @@ def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
 
     estimate_id = artifact_ids(root, "estimate")[0]
     html_out = tmp_path / "heat.html"
-    shown = cli("inspect", "experiment=miniature", f"estimate={estimate_id}", "example=1", f"inspect.out={html_out}",
-                root=root, cwd=tmp_path)
+    shown = cli(
+        "inspect",
+        "experiment=miniature",
+        f"estimate={estimate_id}",
+        "example=1",
+        f"inspect.out={html_out}",
+        root=root,
+        cwd=tmp_path,
+    )
     assert "top 10 tokens" in shown
     parser = TokenSpans()
     parser.feed(html_out.read_text())
@@ -95,8 +112,14 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
     env_blocked = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     os.environ.update(env_blocked)  # any network attempt would fail loudly
     try:
-        cli("run", "experiment=miniature", "tracker=wandb", f"hydra.run.dir={tmp_path / 'job'}", root=root,
-            cwd=tmp_path)
+        cli(
+            "run",
+            "experiment=miniature",
+            "tracker=wandb",
+            f"hydra.run.dir={tmp_path / 'job'}",
+            root=root,
+            cwd=tmp_path,
+        )
     finally:
         for key in env_blocked:
             os.environ.pop(key)
@@ -104,8 +127,13 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
     assert len(runs) == 1
     (log,) = runs[0].glob("*.wandb")
     data = log.read_bytes()
-    for key in (b"eval/rougeL", b"eval/personal_token_acc", b"personal_loss", b"train perce/loss",
-                b"estimate/heatmap_example0"):
+    for key in (
+        b"eval/rougeL",
+        b"eval/personal_token_acc",
+        b"personal_loss",
+        b"train perce/loss",
+        b"estimate/heatmap_example0",
+    ):
         assert key in data, key
 
 
@@ -120,6 +148,11 @@ def test_slurm_launcher_preset_composes(launcher):
 
 def test_report_without_evals_is_a_clear_error(tmp_path):
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(tmp_path / "out")}
-    result = subprocess.run([sys.executable, "-m", "percontrast_cli.cli", "report"], capture_output=True,
-                            text=True, cwd=tmp_path, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "percontrast_cli.cli", "report"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 2 and "no eval artifact exists yet" in result.stderr

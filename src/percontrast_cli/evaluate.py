@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from rich.table import Table
-from rouge_score import rouge_scorer
 
 from percontrast_cli.estimate import TokenRecord, auroc
 from percontrast_cli.progress import track
@@ -25,12 +24,6 @@ def token_metrics(records: list[TokenRecord]) -> dict[str, float]:
     if value is not None:
         metrics["estimator_auroc"] = value
     return {k: float(v) for k, v in metrics.items()}
-
-
-def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
-    scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
-    return {name: float(np.mean([s[name].fmeasure for s in scores])) for name in ("rouge1", "rougeL")}
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ artifact is reused (and said so) instead of recomputed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from percontrast_cli.artifacts import Artifact, ArtifactStore
 from percontrast_cli.data import synthetic
 from percontrast_cli.data.encode import encode_example, render_prompt
 from percontrast_cli.data.prompts import factual_prompt
-from percontrast_cli.data.schema import Example, dataset_fingerprint, load_examples
+from percontrast_cli.data.schema import Example, dataset_fingerprint
+from percontrast_cli.data.sources import load_splits
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import auroc, load_scores, save_scores, teacher_forced_pass
-from percontrast_cli.evaluate import generate, metrics_table, rouge, token_metrics
+from percontrast_cli.evaluate import generate, metrics_table, token_metrics
 from percontrast_cli.fingerprint import fingerprint
+from percontrast_cli.metrics import meteor, rouge, wordnet
 from percontrast_cli.modeling.load import converted_smollm2, load_model_and_tokenizer, tokenizer_fingerprint
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
@@ -54,19 +57,23 @@ def container(node) -> object:
     return OmegaConf.to_container(node, resolve=True)
 
 
-def load_task(task_cfg) -> TaskData:
-    if task_cfg.source == "file":
-        if not task_cfg.train_path or not task_cfg.test_path:
-            raise PercontrastError("task.source=file needs task.train_path and task.test_path")
-        return TaskData(load_examples(task_cfg.train_path), load_examples(task_cfg.test_path))
-    splits = synthetic.generate(
-        task_cfg.name,
-        task_cfg.n_train_users,
-        task_cfg.n_test_users,
-        task_cfg.examples_per_user,
-        task_cfg.seed,
-    )
-    return TaskData(splits["train"], splits["test"])
+def load_task(cfg) -> TaskData:
+    """The task's train/test examples: generated (synthetic), from data.path, or from the hub."""
+    task_cfg, data_cfg = cfg.task, cfg.data
+    if task_cfg.source == "synthetic" and not data_cfg.path:
+        size = task_cfg.n_train_users, task_cfg.n_test_users, task_cfg.examples_per_user
+        splits = synthetic.generate(task_cfg.name, *size, task_cfg.seed)
+    else:
+        splits = load_splits(task_cfg, data_cfg)
+    trimmed = {name: [trim(e, data_cfg) for e in rows[: data_cfg.limit]] for name, rows in splits.items()}
+    return TaskData(trimmed["train"], trimmed["test"])
+
+
+def trim(example: Example, data_cfg) -> Example:
+    if data_cfg.max_profile_items is None or len(example.profile) <= data_cfg.max_profile_items:
+        return example
+    newest = example.profile[len(example.profile) - data_cfg.max_profile_items :]
+    return dataclasses.replace(example, profile=newest)
 
 
 def reuse(kind: str, artifact: Artifact | None) -> Artifact | None:
@@ -137,7 +144,7 @@ def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: b
         encode_example(
             tokenizer,
             e,
-            k=cfg.task.profile_k,
+            k=cfg.retrieval.k,
             max_length=cfg.model.max_length,
             counterfactual=cfg.estimator.counterfactual if with_counterfactual else None,
             pool=examples,
@@ -160,7 +167,7 @@ def train_checkpoint(
         "loss": container(loss_cfg),
         "estimator": container(cfg.estimator) if online else None,
         "seed": cfg.seed,
-        "prompt": {"profile_k": cfg.task.profile_k, "max_length": cfg.model.max_length},
+        "prompt": {"retrieval": container(cfg.retrieval), "max_length": cfg.model.max_length},
     }
     tokenizer_fp = start.inputs["tokenizer"]
     inputs = {
@@ -217,7 +224,7 @@ def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     cfg = ctx.cfg
     config = {
         "counterfactual": cfg.estimator.counterfactual,
-        "prompt": {"profile_k": cfg.task.profile_k, "max_length": cfg.model.max_length},
+        "prompt": {"retrieval": container(cfg.retrieval), "max_length": cfg.model.max_length},
     }
     inputs = {"checkpoint": checkpoint.id, "data": data.train_fp, "tokenizer": checkpoint.inputs["tokenizer"]}
     artifact_id = ctx.store.artifact_id("estimate", config, inputs)
@@ -267,7 +274,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     config = {
         "eval": container(cfg.eval),
         "counterfactual": cfg.estimator.counterfactual,
-        "prompt": {"profile_k": cfg.task.profile_k, "max_length": cfg.model.max_length},
+        "prompt": {"retrieval": container(cfg.retrieval), "max_length": cfg.model.max_length},
         "seed": cfg.seed,
     }
     inputs = {"checkpoint": checkpoint.id, "data": dataset_fingerprint(test)}
@@ -277,6 +284,8 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
             metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})")
         )
         return found
+    if cfg.eval.meteor:
+        wordnet(cfg.paths.cache)  # fail before generating when WordNet is missing
     model, tokenizer = load_model_and_tokenizer(model_location(checkpoint))
     model.to(ctx.device)
     torch.manual_seed(cfg.seed)
@@ -286,10 +295,13 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     )
     metrics = token_metrics(records)
     prompts = [
-        render_prompt(tokenizer, factual_prompt(e, cfg.task.profile_k), cfg.model.chat_template) for e in test
+        render_prompt(tokenizer, factual_prompt(e, cfg.retrieval.k), cfg.model.chat_template) for e in test
     ]
     predictions = generate(model, tokenizer, prompts, cfg.eval, ctx.device)
-    metrics.update(rouge(predictions, [e.output for e in test]))
+    references = [e.output for e in test]
+    metrics.update(rouge(predictions, references))
+    if cfg.eval.meteor:
+        metrics["meteor"] = meteor(predictions, references)
     extra = {"metrics": metrics, "run_config": container(cfg)}
     with ctx.store.create("eval", artifact_id, config, inputs, **extra) as (tmp, _):
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))

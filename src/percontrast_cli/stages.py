@@ -65,7 +65,7 @@ def print_artifacts(artifacts) -> None:
 
 def stage_estimate(cfg):
     with context(cfg) as ctx:
-        data = pipeline.load_task(cfg.task)
+        data = pipeline.load_task(cfg)
         start = pipeline.starting_point(ctx, data)
         result = pipeline.estimate(ctx, start, data)
         print_artifacts([start, result])
@@ -74,7 +74,7 @@ def stage_estimate(cfg):
 
 def stage_train(cfg):
     with context(cfg) as ctx:
-        data = pipeline.load_task(cfg.task)
+        data = pipeline.load_task(cfg)
         given = pipeline.given_estimate(ctx, data)
         start = pipeline.starting_point(ctx, data)
         result = pipeline.train_with_bootstrap(ctx, start, given, data)
@@ -86,7 +86,7 @@ def stage_eval(cfg):
     with context(cfg) as ctx:
         if cfg.checkpoint is None:
             raise PercontrastError("eval needs checkpoint=<artifact id | path | latest>")
-        data = pipeline.load_task(cfg.task)
+        data = pipeline.load_task(cfg)
         checkpoint = pipeline.named_checkpoint(ctx, cfg.checkpoint)
         result = pipeline.evaluate(ctx, checkpoint, data)
         print_artifacts([checkpoint, result])
@@ -96,7 +96,7 @@ def stage_eval(cfg):
 def stage_run(cfg):
     """estimate -> train -> eval (with the base model and warm-up before them when needed)."""
     with context(cfg) as ctx:
-        data = pipeline.load_task(cfg.task)
+        data = pipeline.load_task(cfg)
         given = pipeline.given_estimate(ctx, data)
         start = pipeline.starting_point(ctx, data)
         first = given or pipeline.estimate(ctx, start, data)
@@ -135,7 +135,7 @@ def stage_inspect(cfg):
         if cfg.estimate is None:
             raise PercontrastError("inspect needs estimate=<artifact id | path | latest>")
         artifact = ctx.store.resolve("estimate", cfg.estimate)
-        data = pipeline.load_task(cfg.task)
+        data = pipeline.load_task(cfg)
         example, tokens = pipeline.scored_tokens(ctx, artifact, data, cfg.example)
         title = f"estimate {artifact.id}, example {cfg.example} ({example.id})"
         console.print(f"[bold]{title}[/bold]  red: profile raises the token; underlined: personal spans")

@@ -25,15 +25,19 @@ def validate_config(cfg) -> None:
     if cfg.model.source == "hub" and not cfg.model.name_or_path:
         raise PercontrastError("model.source=hub needs model.name_or_path (a hub id or a local directory)")
     _choice(cfg.train.peft, "train.peft", ("none", "lora"))
-    _choice(cfg.task.source, "task.source", ("synthetic", "file"))
-    if cfg.task.source == "file":
-        for key in ("train_path", "test_path"):
-            path = cfg.task[key]
-            if not path or not Path(path).is_file():
-                raise PercontrastError(
-                    f"task.{key}={path!r}: file not found (task.source=file needs both splits)"
-                )
-    _at_least(cfg.task.profile_k, "task.profile_k", 0)
+    _choice(cfg.task.source, "task.source", ("synthetic", "longlamp"))
+    if cfg.data.path and not Path(cfg.data.path).exists():
+        raise PercontrastError(f"data.path={cfg.data.path!r}: no such file or directory")
+    if cfg.task.source == "longlamp" and not cfg.task.hub_dataset and not cfg.data.path:
+        raise PercontrastError(
+            f"task={cfg.task.name} is not public: pass its data with data.path=FILE_OR_DIR (LongLaMP schema)"
+        )
+    _choice(cfg.retrieval.method, "retrieval.method", ("bm25",))
+    _at_least(cfg.retrieval.k, "retrieval.k", 0)
+    if cfg.data.limit is not None:
+        _at_least(cfg.data.limit, "data.limit", 1)
+    if cfg.data.max_profile_items is not None:
+        _at_least(cfg.data.max_profile_items, "data.max_profile_items", 0)
     _choice(cfg.estimator.counterfactual, "estimator.counterfactual", COUNTERFACTUALS)
     _choice(cfg.estimator.refresh, "estimator.refresh", ("online", "rounds"))
     _at_least(cfg.estimator.rounds, "estimator.rounds", 1)

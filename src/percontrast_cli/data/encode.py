@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from percontrast_cli.data.prompts import counterfactual_prompt, factual_prompt
+from percontrast_cli.data.prompts import build_prompt, counterfactual_profile, select_profile
 from percontrast_cli.data.schema import Example
 
 IGNORE = -100
@@ -60,15 +60,24 @@ def encode_target(tokenizer, example: Example, max_tokens: int, chat: bool = Fal
     )
 
 
-def join(tokenizer, prompt: str, target: EncodedTarget, max_length: int) -> dict[str, list[int]]:
+def join(
+    tokenizer, request: str, profile: list[str] | None, target: EncodedTarget, max_length: int, chat: bool
+) -> dict[str, list[int]]:
     """Prompt + target ids with labels on the target only.
 
     Truncation policy: the target is kept whole (only a target that alone exceeds the budget is capped, in
-    encode_target); when the pair is too long the
-    prompt loses tokens from its start, i.e. the earliest profile items go first and the request stays.
+    encode_target). While prompt + target is too long, the least relevant profile item (the last one, as
+    retrieval ranks them) is dropped and the prompt rebuilt; if the prompt is still too long with no profile
+    items left, it loses tokens from its start, so the request at its end stays.
     """
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     room = max(max_length - len(target.ids), 1)
+    profile = None if profile is None else list(profile)
+    while True:
+        prompt = render_prompt(tokenizer, build_prompt(request, profile), chat)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(prompt_ids) <= room or not profile:
+            break
+        profile.pop()
     prompt_ids = prompt_ids[-room:]
     return {
         "input_ids": prompt_ids + target.ids,
@@ -88,11 +97,12 @@ def encode_example(
 ) -> dict:
     """One training/scoring item: the factual sequence and, if asked, the counterfactual one."""
     target = encode_target(tokenizer, example, max_length - MIN_PROMPT_TOKENS, chat)
-    item = join(tokenizer, render_prompt(tokenizer, factual_prompt(example, k), chat), target, max_length)
+    profile = select_profile(example, k) if k > 0 else None
+    item = join(tokenizer, example.input, profile, target, max_length, chat)
     item["personal"] = target.personal
     if counterfactual is not None:
-        prompt = render_prompt(tokenizer, counterfactual_prompt(example, k, counterfactual, pool), chat)
-        cf = join(tokenizer, prompt, target, max_length)
+        cf_profile = counterfactual_profile(example, k, counterfactual, pool)
+        cf = join(tokenizer, example.input, cf_profile, target, max_length, chat)
         item["cf_input_ids"], item["cf_labels"] = cf["input_ids"], cf["labels"]
     return item
 

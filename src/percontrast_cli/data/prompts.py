@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 
+from percontrast_cli.data.retrieval import top_k
 from percontrast_cli.data.schema import Example
 from percontrast_cli.errors import PercontrastError
 
@@ -23,23 +24,29 @@ def build_prompt(request: str, profile: list[str] | None) -> str:
     return f"{head}Request: {request}\nResponse:\n"
 
 
-def select_profile(example: Example, k: int) -> list[str]:
-    """The profile items shown to the model (the first k; retrieval ranks them for real tasks)."""
-    return list(example.profile[:k])
+def select_profile(example: Example, k: int, request: str | None = None) -> list[str]:
+    """The k profile items most relevant to the request (BM25), most relevant first."""
+    return list(top_k(request or example.input, example.profile, k))
 
 
 def factual_prompt(example: Example, k: int) -> str:
     return build_prompt(example.input, select_profile(example, k) if k > 0 else None)
 
 
-def counterfactual_prompt(example: Example, k: int, mode: str, others: list[Example]) -> str:
+def counterfactual_profile(example: Example, k: int, mode: str, others: list[Example]) -> list[str] | None:
+    """The profile the counterfactual prompt shows: None (section removed), [] (empty slot) or another
+    user's items retrieved for this request."""
     if mode == "drop":
-        return build_prompt(example.input, None)
+        return None
     if mode == "empty":
-        return build_prompt(example.input, [])
+        return []
     if mode == "other_user":
-        return build_prompt(example.input, select_profile(other_user_example(example, others), k))
+        return select_profile(other_user_example(example, others), k, request=example.input)
     raise PercontrastError(f"estimator.counterfactual={mode!r} is not one of {', '.join(COUNTERFACTUALS)}")
+
+
+def counterfactual_prompt(example: Example, k: int, mode: str, others: list[Example]) -> str:
+    return build_prompt(example.input, counterfactual_profile(example, k, mode, others))
 
 
 def other_user_example(example: Example, pool: list[Example]) -> Example:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,16 +35,28 @@ def dataset_fingerprint(examples: list[Example]) -> str:
     return fingerprint([e.to_json() for e in examples])
 
 
-def _profile_text(item: Any) -> str | None:
+def _profile_text(item: Any, template: str | None) -> str | None:
+    """A profile item as text: strings as they are; LongLaMP's dicts through the task's template."""
     if isinstance(item, str):
         return item
-    if isinstance(item, dict):  # LongLaMP profile items are dicts of text fields (title, text, ...)
+    if isinstance(item, dict):
+        text = template.format_map(_BlankIfMissing(item)) if template else ""
+        if re.search(r"\w", text):
+            return text
+        # No template, or none of its fields present: all text fields, in order.
         parts = [str(v) for k, v in item.items() if k != "id" and isinstance(v, str) and v]
         return " ".join(parts) if parts else None
     return None
 
 
-def validate_row(row: Any, where: str, index: int) -> Example:
+class _BlankIfMissing(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def validate_row(
+    row: Any, where: str, index: int, user_field: str = "user_id", item_template: str | None = None
+) -> Example:
     """Turn one raw row into an Example, or raise an error naming the file, row and field."""
 
     def fail(field_name: str, problem: str) -> PercontrastError:
@@ -62,7 +75,7 @@ def validate_row(row: Any, where: str, index: int) -> Example:
         raise fail("profile", f"expected a list, got {type(row['profile']).__name__}")
     profile = []
     for j, item in enumerate(row["profile"]):
-        text = _profile_text(item)
+        text = _profile_text(item, item_template)
         if text is None:
             raise fail(f"profile[{j}]", "expected a string or an object with text fields")
         profile.append(text)
@@ -82,41 +95,12 @@ def validate_row(row: Any, where: str, index: int) -> Example:
         spans = tuple((int(a), int(b)) for a, b in spans)
     return Example(
         id=str(row.get("id", f"{Path(where).stem}-{index}")),
-        user_id=str(row.get("user_id", row.get("id", index))),
+        user_id=str(row.get(user_field, row.get("user_id", row.get("id", index)))),
         input=row["input"],
         output=row["output"],
         profile=tuple(profile),
         personal_spans=spans,
     )
-
-
-def load_examples(path: str | Path) -> list[Example]:
-    """Read and validate a local ``.jsonl`` or ``.json`` file of examples."""
-    path = Path(path)
-    if not path.is_file():
-        raise PercontrastError(f"{path}: data file not found")
-    if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(path.read_text().splitlines()):
-            if not line.strip():
-                continue
-            try:
-                rows.append((i, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise PercontrastError(f"{path}: row {i}: not valid JSON ({exc.msg})") from exc
-    elif path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise PercontrastError(f"{path}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(data, list):
-            raise PercontrastError(f"{path}: expected a JSON list of rows")
-        rows = list(enumerate(data))
-    else:
-        raise PercontrastError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl or .json)")
-    if not rows:
-        raise PercontrastError(f"{path}: no rows")
-    return [validate_row(row, str(path), i) for i, row in rows]
 
 
 def write_examples(examples: list[Example], path: str | Path) -> None:

@@ -1,0 +1,130 @@
+"""One loading path for every task: rows come from the hub (or its local cache) through `datasets`, or from
+local .jsonl/.json/.parquet files; every row then goes through the same schema mapping and validation."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from percontrast_cli.data.schema import Example, validate_row
+from percontrast_cli.errors import PercontrastError
+
+SUFFIXES = (".jsonl", ".json", ".parquet")
+Rows = Iterator[tuple[str, int, object]]  # (where, row index, raw row)
+
+
+def _json_rows(path: Path) -> Rows:
+    if path.suffix == ".jsonl":
+        for i, line in enumerate(path.read_text().splitlines()):
+            if line.strip():
+                try:
+                    yield str(path), i, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise PercontrastError(f"{path}: row {i}: not valid JSON ({exc.msg})") from exc
+        return
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PercontrastError(f"{path}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(data, list):
+        raise PercontrastError(f"{path}: expected a JSON list of rows")
+    for i, row in enumerate(data):
+        yield str(path), i, row
+
+
+def file_rows(path: str | Path) -> Rows:
+    path = Path(path)
+    if not path.is_file():
+        raise PercontrastError(f"{path}: data file not found")
+    if path.suffix in (".jsonl", ".json"):
+        yield from _json_rows(path)
+    elif path.suffix == ".parquet":
+        import datasets
+
+        for i, row in enumerate(datasets.load_dataset("parquet", data_files=str(path), split="train")):
+            yield str(path), i, row
+    else:
+        raise PercontrastError(f"{path}: unsupported file type {path.suffix!r} (use {', '.join(SUFFIXES)})")
+
+
+def hub_rows(dataset: str, config: str, split: str) -> Rows:
+    """A split from the hub, or from the local HF cache when the hub is unreachable."""
+    import datasets
+    import huggingface_hub.constants
+
+    from percontrast_cli.modeling.load import hub_reachable
+
+    if not hub_reachable():  # go straight to the cache instead of retrying the network
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+        datasets.config.HF_HUB_OFFLINE = True
+    try:
+        loaded = datasets.load_dataset(dataset, config, split=split)
+    except Exception as exc:  # datasets raises several types for "not found / not cached"
+        raise PercontrastError(
+            f"dataset {dataset} ({config}, split {split}) could not be loaded: the hub is unreachable and it "
+            f"is not in the local Hugging Face cache. Download it where the hub is reachable, or pass local "
+            f"files with data.path=FILE_OR_DIR ({exc.__class__.__name__})"
+        ) from exc
+    for i, row in enumerate(loaded):
+        yield f"{dataset}/{config}/{split}", i, row
+
+
+def local_split_files(path: Path) -> dict[str, Path]:
+    """A directory holding train.* and test.* files (any of the supported suffixes)."""
+    found = {}
+    for split in ("train", "test"):
+        matches = [path / f"{split}{s}" for s in SUFFIXES if (path / f"{split}{s}").is_file()]
+        if not matches:
+            raise PercontrastError(f"{path}: no {split}{{{','.join(SUFFIXES)}}} file in this data directory")
+        found[split] = matches[0]
+    return found
+
+
+def to_examples(rows: Rows, user_field: str = "user_id", item_template: str | None = None) -> list[Example]:
+    return [validate_row(row, where, i, user_field, item_template) for where, i, row in rows]
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Validated examples from one local file in this project's schema (the synthetic task's, too)."""
+    return to_examples(file_rows(path))
+
+
+def split_by_user(examples: list[Example], test_fraction: float) -> dict[str, list[Example]]:
+    """A single file becomes train/test by user (a deterministic hash), so test users are unseen."""
+    users = sorted({e.user_id for e in examples})
+    test_users = {u for u in users if zlib.crc32(u.encode()) % 1000 < test_fraction * 1000}
+    if not test_users or len(test_users) == len(users):  # tiny files: still keep both splits non-empty
+        test_users = set(users[-max(1, round(len(users) * test_fraction)) :])
+    return {
+        "train": [e for e in examples if e.user_id not in test_users],
+        "test": [e for e in examples if e.user_id in test_users],
+    }
+
+
+def load_splits(task_cfg, data_cfg) -> dict[str, list[Example]]:
+    """Train and test examples from data.path (any task) or from the task's hub dataset."""
+    schema = task_cfg.get("user_field", "user_id"), task_cfg.get("profile_template")
+    if data_cfg.path:
+        path = Path(data_cfg.path)
+        if path.is_dir():
+            files = local_split_files(path)
+            splits = {split: to_examples(file_rows(f), *schema) for split, f in files.items()}
+        else:
+            splits = split_by_user(to_examples(file_rows(path), *schema), data_cfg.test_fraction)
+    elif task_cfg.get("hub_dataset"):
+        hub = task_cfg.hub_dataset, task_cfg.hub_config
+        splits = {
+            "train": to_examples(hub_rows(*hub, task_cfg.train_split), *schema),
+            "test": to_examples(hub_rows(*hub, task_cfg.test_split), *schema),
+        }
+    else:
+        raise PercontrastError(
+            f"task={task_cfg.name} has no public dataset: point data.path at a .jsonl/.json/.parquet file "
+            "(or a directory with train.* and test.*) in the LongLaMP schema"
+        )
+    for split, examples in splits.items():
+        if not examples:
+            raise PercontrastError(f"task={task_cfg.name}: the {split} split is empty")
+    return splits

@@ -1,0 +1,154 @@
+"""Real-model support: one loading path, chat-formatted label masks, LoRA training and reloading."""
+
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from percontrast_cli.data.encode import IGNORE, Collator, encode_example
+from percontrast_cli.errors import PercontrastError
+from percontrast_cli.modeling.load import load_model_and_tokenizer
+from percontrast_cli.modeling.lora import save_trained, wrap_lora
+from percontrast_cli.tracking import NullTracker
+from percontrast_cli.train import fit
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LORA = OmegaConf.create({"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+TRAIN = OmegaConf.create(
+    {
+        "batch_size": 2,
+        "grad_accum": 1,
+        "lr": 1e-2,
+        "scheduler": "constant",
+        "lr_warmup_steps": 0,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "log_every": 1,
+        "save_every": 100,
+        "bf16": False,
+    }
+)
+PERCE = OmegaConf.create({"name": "perce", "weighting": "pir", "alpha": 1.0, "max_weight": 5.0})
+
+
+@pytest.fixture()
+def chat_tokenizer(tokenizer):
+    chat = copy.deepcopy(tokenizer)
+    chat.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    chat.chat_template = CHATML
+    chat.pad_token = "<|im_end|>"  # the SmolLM2 trap: pad == end-of-turn
+    return chat
+
+
+def test_chat_label_mask_is_exactly_target_plus_end_of_turn(chat_tokenizer, splits):
+    example = splits["train"][0]
+    item = encode_example(
+        chat_tokenizer, example, k=5, max_length=1024, counterfactual=None, pool=[], chat=True
+    )
+    target = chat_tokenizer(example.output, add_special_tokens=False)["input_ids"]
+    end = chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    labelled = [x for x in item["labels"] if x != IGNORE]
+    assert labelled == target + [end]
+    prompt = chat_tokenizer.decode(item["input_ids"][: len(item["input_ids"]) - len(labelled)])
+    assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_start|>assistant\n")
+    # padded with the same id as the end-of-turn token, the real end-of-turn stays a label
+    short = encode_example(
+        chat_tokenizer, splits["train"][1], k=0, max_length=1024, counterfactual=None, pool=[], chat=True
+    )
+    batch = Collator(chat_tokenizer.pad_token_id)([item, short])
+    row = batch["labels"][1]
+    assert (row != IGNORE).sum() == len([x for x in short["labels"] if x != IGNORE])
+    assert row[len(short["labels"]) - 1] == end and (row[len(short["labels"]) :] == IGNORE).all()
+
+
+def test_lora_perce_step_changes_only_adapter_weights(model, tokenizer, splits, tmp_path):
+    lora_model = wrap_lora(model, LORA)
+    before = {n: p.detach().clone() for n, p in lora_model.named_parameters()}
+    items = [
+        encode_example(tokenizer, e, k=5, max_length=512, counterfactual="drop", pool=splits["train"])
+        for e in splits["train"][:4]
+    ]
+    fit(
+        lora_model,
+        tokenizer,
+        items,
+        train_cfg=TRAIN,
+        loss_cfg=PERCE,
+        online_refresh=True,
+        steps=1,
+        seed=0,
+        work_dir=tmp_path / "work",
+        device="cpu",
+        tracker=NullTracker(),
+        description="lora",
+    )
+    changed = {n for n, p in lora_model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert any("lora_B" in n for n in changed)  # B starts at zero: the adapter now does something
+
+
+def test_saved_lora_checkpoint_reloads_with_identical_logits(model, tokenizer, tmp_path):
+    base_dir = tmp_path / "base"
+    model.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    lora_model = wrap_lora(model, LORA)
+    with torch.no_grad():
+        for name, param in lora_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a non-trivial adapter
+    ids = torch.tensor([[5, 9, 17, 33, 60, 2]])
+    with torch.no_grad():
+        expected = lora_model(input_ids=ids).logits
+    save_trained(lora_model, tokenizer, tmp_path / "ckpt")
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    adapter = PeftModel.from_pretrained(base, tmp_path / "ckpt" / "adapter").eval()
+    merged, _ = load_model_and_tokenizer(tmp_path / "ckpt" / "model")
+    with torch.no_grad():
+        assert torch.equal(adapter(input_ids=ids).logits, expected)
+        torch.testing.assert_close(merged.eval()(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_missing_model_id_fails_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PercontrastError) as err:
+        load_model_and_tokenizer("no-such-org/no-such-model")
+    message = str(err.value)
+    assert "'no-such-org/no-such-model'" in message and "unreachable" in message
+    assert "model.name_or_path=" in message
+
+
+@pytest.mark.slow
+def test_tiny_and_smollm2_load_through_the_same_path(tmp_path, monkeypatch):
+    pytest.importorskip("gguf")
+    from hydra import compose, initialize_config_module
+
+    from percontrast_cli import pipeline
+    from percontrast_cli.artifacts import ArtifactStore
+
+    monkeypatch.setenv("PERCONTRAST_OUTPUTS", str(tmp_path))
+    loaded = {}
+    for name in ("tiny", "smollm2"):
+        with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+            cfg = compose("config", overrides=[f"model={name}", "experiment=miniature"])
+        ctx = pipeline.Context(cfg, ArtifactStore(cfg.paths.artifacts), torch.device("cpu"), NullTracker())
+        data = pipeline.load_task(cfg)
+        artifact = pipeline.base_model(ctx, data)
+        loaded[name] = load_model_and_tokenizer(pipeline.model_location(artifact))
+    model, tokenizer = loaded["smollm2"]
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30
+    assert (
+        not getattr(model, "is_quantized", False)
+        and getattr(model.config, "quantization_config", None) is None
+    )
+    assert tokenizer.chat_template and tokenizer.pad_token_id == tokenizer.eos_token_id
+    with torch.no_grad():
+        logits = model(input_ids=tokenizer("Hello there", return_tensors="pt")["input_ids"]).logits
+    assert torch.isfinite(logits).all()
+    assert type(loaded["tiny"][0]) is type(model)
