@@ -17,6 +17,11 @@ from percontrast_cli.errors import PercontrastError
 WEIGHTINGS = ("none", "pir", "linear")
 
 
+def is_weighted(loss_cfg) -> bool:
+    """Whether a loss config differs from plain CE (weighting none, or alpha 0, is exactly CE)."""
+    return loss_cfg.weighting != "none" and loss_cfg.alpha != 0
+
+
 def token_weights(scores: torch.Tensor, weighting: str, alpha: float, max_weight: float) -> torch.Tensor:
     """Map PerContrast scores to loss weights (detached).
 

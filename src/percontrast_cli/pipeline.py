@@ -7,6 +7,7 @@ artifact is reused (and said so) instead of recomputed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import auroc, load_scores, save_scores, teacher_forced_pass
 from percontrast_cli.evaluate import generate, metrics_table, token_metrics
 from percontrast_cli.fingerprint import fingerprint
+from percontrast_cli.losses import is_weighted
 from percontrast_cli.metrics import meteor, rouge, wordnet
 from percontrast_cli.modeling.load import converted_smollm2, load_model_and_tokenizer, tokenizer_fingerprint
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
@@ -48,7 +50,7 @@ class TaskData:
     train: list[Example]
     test: list[Example]
 
-    @property
+    @functools.cached_property
     def train_fp(self) -> str:
         return dataset_fingerprint(self.train)
 
@@ -159,12 +161,12 @@ def train_checkpoint(
 ) -> Artifact:
     """Train from `start` and publish a `checkpoint` artifact (skipped when it already exists)."""
     cfg = ctx.cfg
-    weighted = loss_cfg.weighting != "none" and loss_cfg.alpha != 0
-    online = weighted and estimate is None
+    online = is_weighted(loss_cfg) and estimate is None
     config = {
         "train": container(cfg.train),
         "steps": steps,
-        "loss": container(loss_cfg),
+        # Every CE-equivalent setting (loss=ce with any alpha, perce with alpha 0) trains the same checkpoint.
+        "loss": container(loss_cfg if is_weighted(loss_cfg) else CE),
         "estimator": container(cfg.estimator) if online else None,
         "seed": cfg.seed,
         "prompt": {"retrieval": container(cfg.retrieval), "max_length": cfg.model.max_length},
@@ -253,8 +255,7 @@ def train_with_bootstrap(
 ) -> Artifact:
     """Main training. PerCE with refresh=rounds alternates estimate -> train; online refreshes every step."""
     cfg = ctx.cfg
-    weighted = cfg.loss.weighting != "none" and cfg.loss.alpha != 0
-    if not weighted or cfg.estimator.refresh == "online":
+    if not is_weighted(cfg.loss) or cfg.estimator.refresh == "online":
         return train_checkpoint(ctx, start, data, cfg.loss, cfg.train.steps, None, tag=cfg.loss.name)
     rounds = cfg.estimator.rounds
     checkpoint, scores = start, first_estimate or estimate(ctx, start, data)

@@ -22,6 +22,7 @@ METRICS = (
     "personal_token_loss",
     "rouge1",
     "rougeL",
+    "meteor",
     "estimator_auroc",
 )
 # Options that can define a group (the experimental settings); seeds are pooled, plumbing is ignored.

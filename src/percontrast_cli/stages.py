@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from rich.console import Console
 from rich.table import Table
 
 from percontrast_cli import pipeline, report
@@ -102,8 +103,8 @@ def stage_run(cfg):
         first = given or pipeline.estimate(ctx, start, data)
         trained = pipeline.train_with_bootstrap(ctx, start, first, data)
         result = pipeline.evaluate(ctx, trained, data)
-        _, tokens = pipeline.scored_tokens(ctx, first, data, 0) if first.kind == "estimate" else (None, None)
-        if tokens:
+        if cfg.tracker.name != "none":  # a heatmap of the first example, for the run's page
+            _, tokens = pipeline.scored_tokens(ctx, first, data, 0)
             ctx.tracker.log_html("estimate/heatmap_example0", html_heatmap(tokens, f"estimate {first.id}"))
         print_artifacts([start, first, trained, result])
         if HydraConfig.initialized():  # lets `report` find this job's artifacts from its sweep dir
@@ -121,7 +122,9 @@ def stage_report(cfg):
         summary = report.summarize(rows, keys)
         out_dir = Path(cfg.report.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        console.print(report.write_tables(summary, keys, out_dir))
+        table = report.write_tables(summary, keys, out_dir)
+        # A wide table: in logs and pipes (no terminal width to honour) print it unwrapped.
+        (console if console.is_terminal else Console(stderr=True, width=250)).print(table)
         for metric in cfg.report.plot_metrics:
             report.plot_metric_vs_alpha(summary, metric, out_dir / f"{metric}_vs_alpha.png")
         report.plot_token_losses(summary, out_dir / "token_loss_curves.png")

@@ -11,7 +11,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from percontrast_cli.contrast import contrast_scores
 from percontrast_cli.data.encode import IGNORE, Collator, scatter_to_labels
-from percontrast_cli.losses import token_nll, token_weights, weighted_nll
+from percontrast_cli.losses import is_weighted, token_nll, token_weights, weighted_nll
 from percontrast_cli.progress import RichProgressCallback
 
 
@@ -30,7 +30,7 @@ class PerCETrainer(Trainer):
         self.token_loss_sums = torch.zeros(4, dtype=torch.float64)
 
     def token_weights(self, model, inputs, logits) -> torch.Tensor | None:
-        if self.loss_cfg.weighting == "none" or self.loss_cfg.alpha == 0:
+        if not is_weighted(self.loss_cfg):
             return None
         if self.online_refresh:
             was_training = model.training
