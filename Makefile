@@ -26,7 +26,7 @@ demo: install install-wordnet
 # CE vs PerCE with SmolLM2 + LoRA on the synthetic task, then the comparison table.
 demo-real: install-real install-wordnet
 	percontrast run -m experiment=real_demo loss=ce,perce hydra.sweep.dir=outputs/hydra/demo-real
-	percontrast report report.evals=[outputs/hydra/demo-real] report.out_dir=outputs/reports/demo-real
+	percontrast report 'report.evals=[outputs/hydra/demo-real]' report.out_dir=outputs/reports/demo-real
 
 test: install-dev
 	$(PYTHON) -m pytest -q tests

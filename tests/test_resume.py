@@ -1,0 +1,50 @@
+"""Nothing lost on a crash: an interrupted training resumes from its last Trainer checkpoint."""
+
+import pytest
+from transformers import TrainerCallback
+
+from percontrast_cli.data.encode import encode_example
+from percontrast_cli.tracking import NullTracker
+from percontrast_cli.train import fit
+
+from .test_modeling import PERCE, TRAIN
+
+
+class Crash(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise KeyboardInterrupt("simulated crash")
+
+
+class CountSteps(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(model, tokenizer, splits, tmp_path):
+    items = [
+        encode_example(tokenizer, e, k=5, max_length=512, counterfactual="drop", pool=splits["train"])
+        for e in splits["train"][:4]
+    ]
+    train_cfg = TRAIN.copy()
+    train_cfg.save_every = 2
+    kwargs = dict(
+        train_cfg=train_cfg,
+        loss_cfg=PERCE,
+        online_refresh=True,
+        steps=5,
+        seed=0,
+        work_dir=tmp_path / "work",
+        device="cpu",
+        tracker=NullTracker(),
+        description="t",
+    )
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, tokenizer, items, extra_callbacks=(Crash(),), **kwargs)
+    assert (tmp_path / "work" / "checkpoint-2").is_dir()
+    counter = CountSteps()
+    fit(model, tokenizer, items, extra_callbacks=(counter,), **kwargs)
+    assert counter.steps == [3, 4, 5]  # steps 1-2 came from the checkpoint, not recomputed
