@@ -66,7 +66,9 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     """The run's options (loss as actually trained) plus its metrics and its training log."""
     checkpoint = store.resolve("checkpoint", evaluation.inputs["checkpoint"])
     options = flatten(evaluation.manifest.get("run_config", {}))
-    options.update(flatten({"loss": checkpoint.manifest["config"]["loss"]}))
+    loss = dict(checkpoint.manifest["config"]["loss"])
+    loss["alpha"] = float(loss["alpha"])  # `loss.alpha=2` and `loss.alpha=2.0` are one setting
+    options.update(flatten({"loss": loss}))
     options.pop("loss.name", None)
     options["loss"] = checkpoint.manifest["config"]["loss"]["name"]
     options["seed"] = checkpoint.manifest["config"]["seed"]
@@ -180,7 +182,7 @@ def plot_metric_vs_alpha(summary: list[dict], metric: str, path: Path) -> None:
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label or metric)
     ax.set_xlabel("alpha (0 = CE)")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs PerCE alpha (mean ± std over seeds)")
+    ax.set_title(f"{metric} vs PerCE alpha\n(mean ± std over seeds)", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -215,7 +217,7 @@ def plot_token_losses(summary: list[dict], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("token NLL")
-    ax.set_title("personal (solid) vs non-personal (dotted) token loss")
+    ax.set_title("personal (solid) vs non-personal (dotted) target-token loss", fontsize=10)
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
