@@ -57,8 +57,9 @@ class PerCETrainer(Trainer):
         target = inputs["labels"] != IGNORE
         personal = inputs["personal"] & target
         other = target & ~personal
-        sums = [nll[personal].sum(), personal.sum(), nll[other].sum(), other.sum()]
-        self.token_loss_sums += torch.stack([s.double().cpu() for s in sums])
+        sums = torch.stack([nll[personal].sum(), personal.sum(), nll[other].sum(), other.sum()]).double()
+        # Kept on the device: reading it back (a sync) happens only when a log line is written.
+        self.token_loss_sums = self.token_loss_sums.to(sums.device) + sums
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         """Adds the mean (unweighted) NLL of personal and other target tokens since the last log."""
