@@ -84,10 +84,11 @@ def words(text: str) -> list[str]:
     return re.findall(r"\w+|[^\w\s]", text.lower())
 
 
-def meteor(predictions: list[str], references: list[str]) -> float:
+def meteor(predictions: list[str], references: list[str], wn=None) -> float:
+    """Mean sentence METEOR; `wn` is a reader from `wordnet()` (the default cache location when omitted)."""
     from nltk.translate.meteor_score import meteor_score
 
-    wn = wordnet()
+    wn = wn or wordnet()
     pairs = zip(predictions, references, strict=True)
     scores = [meteor_score([words(ref)], words(pred), wordnet=wn) for pred, ref in pairs]
     return float(np.mean(scores))

@@ -285,8 +285,8 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
             metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})")
         )
         return found
-    if cfg.eval.meteor:
-        wordnet(cfg.paths.cache)  # fail before generating when WordNet is missing
+    # Fails before generating when WordNet is missing.
+    wn = wordnet(cfg.paths.cache) if cfg.eval.meteor else None
     model, tokenizer = load_model_and_tokenizer(model_location(checkpoint))
     model.to(ctx.device)
     torch.manual_seed(cfg.seed)
@@ -302,7 +302,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     references = [e.output for e in test]
     metrics.update(rouge(predictions, references))
     if cfg.eval.meteor:
-        metrics["meteor"] = meteor(predictions, references)
+        metrics["meteor"] = meteor(predictions, references, wn)
     extra = {"metrics": metrics, "run_config": container(cfg)}
     with ctx.store.create("eval", artifact_id, config, inputs, **extra) as (tmp, _):
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
