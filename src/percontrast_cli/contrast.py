@@ -5,16 +5,12 @@ from __future__ import annotations
 import torch
 
 from percontrast_cli.data.encode import IGNORE
+from percontrast_cli.losses import token_nll
 
 
 def target_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of the target tokens, flattened row by row (padding and prompt excluded)."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    mask = shift_labels != IGNORE
-    picked = shift_logits.gather(-1, shift_labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    logp = picked - shift_logits.logsumexp(-1)
-    return logp[mask]
+    return -token_nll(logits, labels)[labels != IGNORE]
 
 
 @torch.no_grad()
