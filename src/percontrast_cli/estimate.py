@@ -10,7 +10,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
-from percontrast_cli.contrast import target_logprobs
+from percontrast_cli.contrast import sequence_target_logprobs, target_logprobs
 from percontrast_cli.data.encode import IGNORE, Collator
 from percontrast_cli.progress import track
 
@@ -43,8 +43,9 @@ def teacher_forced_pass(model, pad_id: int, items: list[dict], batch_size: int, 
         logp = target_logprobs(logits, batch["labels"])
         shift_labels = batch["labels"][:, 1:]
         correct = (logits[:, :-1].argmax(-1) == shift_labels)[shift_labels != IGNORE]
-        cf_logits = model(input_ids=batch["cf_input_ids"], attention_mask=batch["cf_attention_mask"]).logits
-        cf_logp = target_logprobs(cf_logits, batch["cf_labels"])
+        cf_logp = sequence_target_logprobs(
+            model, batch["cf_input_ids"], batch["cf_attention_mask"], batch["cf_labels"]
+        )
         personal = batch["personal"][batch["labels"] != IGNORE]
         lengths = [sum(1 for x in item["labels"] if x != IGNORE) for item in chunk]
         for piece in zip(*(t.cpu().split(lengths) for t in (logp, cf_logp, correct, personal)), strict=True):
