@@ -156,3 +156,27 @@ def test_report_without_evals_is_a_clear_error(tmp_path):
         env=env,
     )
     assert result.returncode == 2 and "no eval artifact exists yet" in result.stderr
+
+
+@pytest.mark.slow
+def test_wandb_multirun_jobs_are_separate_runs_in_one_sweep_group(tmp_path, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    sweep_dir = tmp_path / "sweeps" / "2026-01-01" / "12-00-00"
+    cli(
+        "run",
+        "-m",
+        "experiment=miniature",
+        "tracker=wandb",
+        "loss=ce,perce",
+        f"hydra.sweep.dir={sweep_dir}",
+        root=tmp_path / "out",
+        cwd=tmp_path,
+    )
+    logs = [
+        next(run.glob("*.wandb"))
+        for job in ("0", "1")
+        for run in (sweep_dir / job / "wandb").glob("offline-run-*")
+    ]
+    assert len(logs) == 2 and logs[0].parent != logs[1].parent
+    for log in logs:
+        assert b"sweep-2026-01-01-12-00-00" in log.read_bytes()
