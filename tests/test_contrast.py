@@ -63,3 +63,17 @@ def test_dataset_pass_matches_batch_scores(model, tokenizer, splits):
         single = contrast_scores(model, Collator(tokenizer.pad_token_id)([item]))
         torch.testing.assert_close(torch.from_numpy(record.scores), single, atol=1e-4, rtol=1e-4)
         assert record.personal.sum() > 0
+
+
+def test_other_user_counterfactual_never_uses_the_same_user(splits):
+    import pytest
+
+    from percontrast_cli.data.prompts import other_user_example
+    from percontrast_cli.errors import PercontrastError
+
+    pool = splits["train"]
+    assert all(other_user_example(e, pool).user_id != e.user_id for e in pool)
+    assert other_user_example(pool[0], pool) == other_user_example(pool[0], pool)  # deterministic
+    same_user = [e for e in pool if e.user_id == pool[0].user_id]
+    with pytest.raises(PercontrastError, match="at least two users"):
+        other_user_example(pool[0], same_user)

@@ -50,8 +50,12 @@ def counterfactual_prompt(example: Example, k: int, mode: str, others: list[Exam
 
 
 def other_user_example(example: Example, pool: list[Example]) -> Example:
-    """A deterministic pick of an example from a different user (same choice on every run)."""
-    candidates = [e for e in pool if e.user_id != example.user_id]
-    if not candidates:
-        raise PercontrastError("estimator.counterfactual=other_user needs data from at least two users")
-    return candidates[zlib.crc32(example.id.encode()) % len(candidates)]
+    """A deterministic pick of an example from a different user (same choice on every run): from a position
+    hashed from the example id, the first example of another user (O(1) on average, even on large pools)."""
+    if pool:
+        start = zlib.crc32(example.id.encode()) % len(pool)
+        for offset in range(len(pool)):
+            candidate = pool[(start + offset) % len(pool)]
+            if candidate.user_id != example.user_id:
+                return candidate
+    raise PercontrastError("estimator.counterfactual=other_user needs data from at least two users")
