@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from percontrast_cli import pipeline
 from percontrast_cli.artifacts import ArtifactStore
+from percontrast_cli.losses import is_weighted
 from percontrast_cli.modeling.load import load_model_and_tokenizer
 from percontrast_cli.stages import quiet_libraries
 from percontrast_cli.tracking import NullTracker
@@ -52,7 +53,7 @@ def run_one(loss_name: str, overrides: list[str], steps: int, base_dir: str, que
     ctx = pipeline.Context(cfg, store, device, NullTracker())
     base = pipeline.base_model(ctx, data)
     model, tokenizer = load_model_and_tokenizer(base.path / "model")
-    online = cfg.loss.weighting != "none"
+    online = is_weighted(cfg.loss)
     items = pipeline.encode_items(tokenizer, data.train, cfg, with_counterfactual=online)
     timer = StepTimer()
     fit(

@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from percontrast_cli.data import synthetic
+from percontrast_cli.data.encode import encode_example
 from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
 
 TINY = OmegaConf.create(
@@ -30,6 +31,15 @@ def model(tokenizer):
     model = build_tiny_model(TINY, tokenizer, seed=0)
     model.eval()
     return model
+
+
+@pytest.fixture()
+def training_items(tokenizer, splits):
+    """Four encoded training items with counterfactuals: enough for a PerCE (online) training step."""
+    return [
+        encode_example(tokenizer, e, k=5, max_length=512, counterfactual="drop", pool=splits["train"])
+        for e in splits["train"][:4]
+    ]
 
 
 @pytest.fixture()

@@ -67,17 +67,13 @@ def test_chat_label_mask_is_exactly_target_plus_end_of_turn(chat_tokenizer, spli
     assert row[len(short["labels"]) - 1] == end and (row[len(short["labels"]) :] == IGNORE).all()
 
 
-def test_lora_perce_step_changes_only_adapter_weights(model, tokenizer, splits, tmp_path):
+def test_lora_perce_step_changes_only_adapter_weights(model, tokenizer, training_items, tmp_path):
     lora_model = wrap_lora(model, LORA)
     before = {n: p.detach().clone() for n, p in lora_model.named_parameters()}
-    items = [
-        encode_example(tokenizer, e, k=5, max_length=512, counterfactual="drop", pool=splits["train"])
-        for e in splits["train"][:4]
-    ]
     fit(
         lora_model,
         tokenizer,
-        items,
+        training_items,
         train_cfg=TRAIN,
         loss_cfg=PERCE,
         online_refresh=True,

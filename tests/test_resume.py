@@ -3,7 +3,6 @@
 import pytest
 from transformers import TrainerCallback
 
-from percontrast_cli.data.encode import encode_example
 from percontrast_cli.tracking import NullTracker
 from percontrast_cli.train import fit
 
@@ -24,11 +23,7 @@ class CountSteps(TrainerCallback):
         self.steps.append(state.global_step)
 
 
-def test_interrupted_training_resumes_from_its_last_checkpoint(model, tokenizer, splits, tmp_path):
-    items = [
-        encode_example(tokenizer, e, k=5, max_length=512, counterfactual="drop", pool=splits["train"])
-        for e in splits["train"][:4]
-    ]
+def test_interrupted_training_resumes_from_its_last_checkpoint(model, tokenizer, training_items, tmp_path):
     train_cfg = TRAIN.copy()
     train_cfg.save_every = 2
     kwargs = dict(
@@ -43,8 +38,8 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(model, tokenizer,
         description="t",
     )
     with pytest.raises(KeyboardInterrupt):
-        fit(model, tokenizer, items, extra_callbacks=(Crash(),), **kwargs)
+        fit(model, tokenizer, training_items, extra_callbacks=(Crash(),), **kwargs)
     assert (tmp_path / "work" / "checkpoint-2").is_dir()
     counter = CountSteps()
-    fit(model, tokenizer, items, extra_callbacks=(counter,), **kwargs)
+    fit(model, tokenizer, training_items, extra_callbacks=(counter,), **kwargs)
     assert counter.steps == [3, 4, 5]  # steps 1-2 came from the checkpoint, not recomputed

@@ -345,10 +345,6 @@ def given_estimate(ctx: Context, data: TaskData) -> Artifact | None:
     return artifact
 
 
-def output_dir(cfg) -> Path:
-    return Path(cfg.paths.artifacts)
-
-
 def scored_tokens(ctx: Context, estimate_artifact: Artifact, data: TaskData, index: int) -> tuple:
     """The target tokens of one training example with their PerContrast scores from an estimate artifact."""
     from percontrast_cli.data.encode import MIN_PROMPT_TOKENS, encode_target
