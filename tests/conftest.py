@@ -49,6 +49,14 @@ def outputs(tmp_path, monkeypatch):
     return root
 
 
+def loss_config(name: str, **overrides):
+    """A shipped loss config (conf/loss/<name>.yaml) with overrides."""
+    from importlib.resources import files
+
+    cfg = OmegaConf.load(str(files("percontrast_cli") / "conf" / "loss" / f"{name}.yaml"))
+    return OmegaConf.merge(cfg, overrides)
+
+
 def random_batch(vocab: int, lengths: list[int], n_targets: list[int], seed: int):
     """Right-padded logits-free batch: input ids and labels with the last n tokens of each row as targets."""
     g = torch.Generator().manual_seed(seed)

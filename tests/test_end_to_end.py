@@ -69,14 +69,26 @@ def test_rounds_bootstrap_and_mismatched_estimate(tmp_path):
         root=root,
         cwd=tmp_path,
     )
-    # warm-up, then estimate -> train -> estimate -> train
-    assert len(artifact_ids(root, "estimate")) == 2
+    # warm-up, then one training run whose weights are re-estimated after half its steps
+    estimates = [
+        json.loads((root / "artifacts" / "estimate" / i / "manifest.json").read_text())
+        for i in artifact_ids(root, "estimate")
+    ]
+    assert sorted(e["config"].get("after_step", 0) for e in estimates) == [0, 2]
     tags = sorted(
         json.loads((root / "artifacts" / "checkpoint" / i / "manifest.json").read_text())["tag"]
         for i in artifact_ids(root, "checkpoint")
     )
-    assert tags == ["perce-round0", "perce-round1", "warmup"]
-    assert "round1" in out
+    assert tags == ["perce-rounds", "warmup"]
+    assert "after step 2" in out
+    trained = next(
+        i
+        for i in artifact_ids(root, "checkpoint")
+        if "rounds"
+        in json.loads((root / "artifacts" / "checkpoint" / i / "manifest.json").read_text())["tag"]
+    )
+    history = json.loads((root / "artifacts" / "checkpoint" / trained / "log_history.json").read_text())
+    assert max(h["step"] for h in history) == 4  # one run of train.steps, not two runs of half
 
     estimate_id = artifact_ids(root, "estimate")[0]
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
@@ -99,3 +111,25 @@ def test_rounds_bootstrap_and_mismatched_estimate(tmp_path):
     assert result.returncode == 2
     assert f"estimate artifact {estimate_id}" in result.stderr and "training data" in result.stderr
     assert len(artifact_ids(root, "model")) == 1  # rejected before building anything for the new data
+
+
+def test_baselines_train_and_evaluate(tmp_path):
+    """LossCE (with its reference artifact), EntCE and DFT through the CLI, each logging its weights."""
+    root = tmp_path / "out"
+    cli("run", "-m", "experiment=miniature", "loss=lossce,entce,dft", root=root, cwd=tmp_path)
+    (reference_id,) = artifact_ids(root, "reference")  # scored once, from the warm-up checkpoint
+    reference = json.loads((root / "artifacts" / "reference" / reference_id / "manifest.json").read_text())
+    losses = {}
+    for i in artifact_ids(root, "checkpoint"):
+        manifest = json.loads((root / "artifacts" / "checkpoint" / i / "manifest.json").read_text())
+        losses[manifest["config"]["loss"]["name"]] = manifest
+    assert sorted(losses) == ["ce", "dft", "entce", "lossce"]  # ce: the shared warm-up
+    assert losses["lossce"]["inputs"]["reference"] == reference_id
+    assert reference["inputs"]["checkpoint"] == losses["lossce"]["inputs"]["start"]
+    for name in ("lossce", "entce", "dft"):
+        history = json.loads(
+            (root / "artifacts" / "checkpoint" / losses[name]["id"] / "log_history.json").read_text()
+        )
+        logged = [h for h in history if "weight_mean" in h]
+        assert logged and all(0.0 <= h["weight_at_min"] <= 1.0 for h in logged), name
+    assert len(artifact_ids(root, "eval")) == 3

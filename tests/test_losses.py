@@ -1,14 +1,15 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from transformers import TrainingArguments
 
 from percontrast_cli.data.encode import Collator
-from percontrast_cli.losses import token_weights, weighted_causal_lm_loss
+from percontrast_cli.losses import CE, normalized, token_nll, token_weights, weighted_causal_lm_loss
 from percontrast_cli.train import PerCETrainer
 
-from .conftest import random_batch
+from .conftest import loss_config, random_batch
 
 V = 50
 
@@ -51,25 +52,116 @@ def test_accumulation_over_unequal_micro_batches_matches_cross_entropy():
     assert not torch.allclose(naive, ref)
 
 
-@pytest.mark.parametrize("weighting", ["pir", "linear"])
-def test_alpha_zero_perce_is_exactly_ce(weighting):
+WEIGHTED_LOSSES = [
+    ("perce", {}),
+    ("perce", {"weighting": "exp_pir"}),
+    ("perce", {"weighting": "linear_pir"}),
+    ("lossce", {}),
+    ("entce", {}),
+    ("dft", {}),
+]
+
+
+def weights_for(loss_cfg, logits, labels, scores, ref_nll):
+    mask = labels != -100
+    nll = token_nll(logits, labels)
+    return token_weights(loss_cfg, mask, pir=scores, nll=nll, ref_nll=ref_nll, logits=logits).values
+
+
+@pytest.mark.parametrize(("name", "overrides"), WEIGHTED_LOSSES)
+def test_alpha_zero_is_exactly_cross_entropy_for_every_weighting(name, overrides):
     _, labels, _ = random_batch(V, [8, 6], [5, 3], seed=3)
-    logits = torch.randn(2, 8, V)
-    scores = torch.randn(labels.shape) * 3
-    weights = token_weights(scores, weighting, alpha=0.0, max_weight=5.0)
-    assert torch.equal(weights, torch.ones_like(scores))
-    assert torch.equal(
-        weighted_causal_lm_loss(logits, labels, weights), weighted_causal_lm_loss(logits, labels)
+    logits = torch.randn(2, 8, V, requires_grad=True)
+    scores, ref_nll = torch.randn(labels.shape) * 3, torch.rand(labels.shape) * 4
+    cfg = loss_config(name, alpha=0.0, **overrides)
+    weights = weights_for(cfg, logits, labels, scores, ref_nll)
+    assert torch.equal(weights, torch.ones_like(weights))
+    ours = weighted_causal_lm_loss(logits, labels, normalized(weights, labels != -100, cfg.normalize))
+    ref = reference_ce([logits], [labels])
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(ref, logits)[0])
+    # and alpha 1 is not CE: the test above can fail
+    weights_one = weights_for(loss_config(name, **overrides), logits, labels, scores, ref_nll)
+    assert not torch.equal(weights_one[labels != -100], torch.ones(int((labels != -100).sum())))
+
+
+def test_paper_weights_at_known_scores():
+    """w = clip(PIR, 0.8, 5.0) with PIR = s (the paper's defaults, alpha 1)."""
+    scores = torch.tensor([-1.0, 0.0, 0.8, 3.0, 9.0])
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    weights = token_weights(loss_config("perce"), mask, pir=scores)
+    torch.testing.assert_close(weights.values, torch.tensor([0.8, 0.8, 0.8, 3.0, 5.0]))
+    assert weights.at_min.tolist() == [True, True, True, False, False]
+    assert weights.at_max.tolist() == [False, False, False, False, True]
+    # alpha interpolates between CE and the paper: alpha 0.5 halfway
+    half = token_weights(loss_config("perce", alpha=0.5), mask, pir=scores).values
+    torch.testing.assert_close(half, torch.tensor([0.9, 0.9, 0.9, 2.0, 3.0]))
+
+
+def test_named_variants_compute_what_their_names_say():
+    scores = torch.tensor([-2.0, 0.0, 0.5, 10.0])
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    exp_pir = token_weights(loss_config("perce", weighting="exp_pir"), mask, pir=scores).values
+    torch.testing.assert_close(exp_pir, torch.tensor([1.0, 1.0, math.exp(0.5), 5.0]))
+    linear = token_weights(loss_config("perce", weighting="linear_pir", alpha=2.0), mask, pir=scores).values
+    torch.testing.assert_close(linear, torch.tensor([1.0, 1.0, 2.0, 1.0 + 2.0 * math.log(5.0)]))
+
+
+def test_normalize_weights_with_uniform_weights_is_cross_entropy_and_keeps_step_size():
+    _, labels, _ = random_batch(V, [7, 5], [4, 2], seed=5)
+    logits = torch.randn(2, 7, V, requires_grad=True)
+    mask = labels != -100
+    uniform = torch.full(labels.shape, 3.0)  # any constant weight
+    ours = weighted_causal_lm_loss(logits, labels, normalized(uniform, mask, "weights"))
+    ref = reference_ce([logits], [labels])
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, logits)[0], torch.autograd.grad(ref, logits)[0])
+    # non-uniform weights: sum(w * nll) / sum(w) over the target tokens
+    w = torch.rand(labels.shape) + 0.5
+    nll = token_nll(logits, labels)
+    expected = (w * nll)[mask].sum() / w[mask].sum()
+    torch.testing.assert_close(
+        weighted_causal_lm_loss(logits, labels, normalized(w, mask, "weights")), expected
+    )
+    # `tokens` leaves the weights alone: the step grows with the mean weight
+    torch.testing.assert_close(
+        weighted_causal_lm_loss(logits, labels, normalized(uniform, mask, "tokens")), 3.0 * ref
     )
 
 
-def test_weightings_upweight_positive_contrast_and_cap():
-    scores = torch.tensor([-2.0, 0.0, 0.5, 10.0])
-    pir = token_weights(scores, "pir", alpha=1.0, max_weight=5.0)
-    torch.testing.assert_close(pir, torch.tensor([1.0, 1.0, 0.5**0 * torch.tensor(0.5).exp().item(), 5.0]))
-    linear = token_weights(scores, "linear", alpha=2.0, max_weight=5.0)
-    cap = torch.tensor(5.0).log().item()
-    torch.testing.assert_close(linear, torch.tensor([1.0, 1.0, 2.0, 1.0 + 2.0 * cap]))
+def _one_row(values):
+    """A batch of one row whose positions 1.. are targets, and the per-position tensor of `values`."""
+    labels = torch.tensor([[-100] + [1] * len(values)])
+    return labels, torch.tensor([[0.0, *values]])
+
+
+def test_lossce_keeps_the_tokens_with_the_largest_excess_loss():
+    labels, nll = _one_row([2.0, 1.0, 3.0, 0.5, 4.0])
+    _, ref = _one_row([1.0, 1.5, 0.5, 0.4, 3.9])  # excess: 1.0, -0.5, 2.5, 0.1, 0.1
+    mask = labels != -100
+    weights = token_weights(loss_config("lossce", keep_ratio=0.4), mask, nll=nll, ref_nll=ref).values
+    assert weights[mask].tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]  # ceil(0.4 * 5) = 2 kept: positions 1 and 3
+    half = token_weights(loss_config("lossce", keep_ratio=0.4, alpha=0.5), mask, nll=nll, ref_nll=ref).values
+    assert half[mask].tolist() == [1.0, 0.5, 1.0, 0.5, 0.5]
+
+
+def test_entce_weights_relative_predictive_entropy():
+    # position 1 predicts uniformly over V (entropy log V), position 2 is certain (entropy ~0)
+    logits = torch.tensor([[[0.0] * 4, [100.0, 0.0, 0.0, 0.0], [0.0] * 4]])
+    labels = torch.tensor([[-100, 2, 0]])
+    mask = labels != -100
+    weights = token_weights(loss_config("entce"), mask, logits=logits).values
+    # H = (log 4, 0), mean = log(4) / 2: relative entropies 2 and 0
+    torch.testing.assert_close(weights[mask], torch.tensor([2.0, 0.0]), atol=1e-4, rtol=0)
+
+
+def test_dft_weight_is_the_detached_target_probability():
+    labels, nll = _one_row([math.log(2.0), math.log(4.0), 0.0])
+    mask = labels != -100
+    weights = token_weights(loss_config("dft"), mask, nll=nll).values
+    torch.testing.assert_close(weights[mask], torch.tensor([0.5, 0.25, 1.0]))
+    half = token_weights(loss_config("dft", alpha=0.5), mask, nll=nll).values
+    torch.testing.assert_close(half[mask], torch.tensor([0.75, 0.625, 1.0]))
 
 
 def test_perce_changes_the_loss_toward_personal_tokens():
@@ -77,8 +169,11 @@ def test_perce_changes_the_loss_toward_personal_tokens():
     logits = torch.randn(1, 6, V)
     scores = torch.zeros(labels.shape)
     scores[0, 3] = 2.0  # one strongly personal token
-    weighted = weighted_causal_lm_loss(logits, labels, token_weights(scores, "pir", 1.0, 5.0))
-    assert weighted > weighted_causal_lm_loss(logits, labels)
+    weights = token_weights(loss_config("perce"), labels != -100, pir=scores).values
+    weighted = weighted_causal_lm_loss(logits, labels, weights)
+    nll = token_nll(logits, labels)
+    expected = (0.8 * nll.sum() + (2.0 - 0.8) * nll[0, 3]) / int((labels[:, 1:] != -100).sum())
+    torch.testing.assert_close(weighted, expected)
 
 
 def _trainer(model, tokenizer, tmp_path, grad_accum, loss):
@@ -95,7 +190,7 @@ def _trainer(model, tokenizer, tmp_path, grad_accum, loss):
         args=args,
         train_dataset=[],
         data_collator=Collator(tokenizer.pad_token_id),
-        loss_cfg=OmegaConf.create(loss),
+        loss_cfg=loss,
         online_refresh=True,
     )
 
@@ -120,9 +215,7 @@ def test_trainer_step_under_accumulation_matches_full_batch_cross_entropy(model,
     grads_ref = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     model.zero_grad()
-    trainer = _trainer(
-        model, tokenizer, tmp_path, grad_accum=2, loss={"weighting": "none", "alpha": 0.0, "max_weight": 1.0}
-    )
+    trainer = _trainer(model, tokenizer, tmp_path, grad_accum=2, loss=CE)
     micro = [collate(rows[:1]), collate(rows[1:])]
     total = sum(int((m["labels"][:, 1:] != -100).sum()) for m in micro)
     losses = [trainer.training_step(model, m, num_items_in_batch=total) for m in micro]

@@ -15,6 +15,8 @@ from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.tracking import NullTracker
 from percontrast_cli.train import fit
 
+from .conftest import loss_config
+
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -34,7 +36,7 @@ TRAIN = OmegaConf.create(
         "bf16": False,
     }
 )
-PERCE = OmegaConf.create({"name": "perce", "weighting": "pir", "alpha": 1.0, "max_weight": 5.0})
+PERCE = loss_config("perce")
 
 
 @pytest.fixture()

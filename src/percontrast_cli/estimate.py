@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from percontrast_cli.contrast import sequence_target_logprobs, target_logprobs
 from percontrast_cli.data.encode import IGNORE, Collator
@@ -20,7 +20,7 @@ class TokenRecord:
     """Per target token of one example: factual and counterfactual log-probs, argmax hit, personal label."""
 
     logp: np.ndarray
-    cf_logp: np.ndarray
+    cf_logp: np.ndarray | None  # None when only the factual pass ran (reference log-probs)
     correct: np.ndarray
     personal: np.ndarray
 
@@ -30,8 +30,11 @@ class TokenRecord:
 
 
 @torch.no_grad()
-def teacher_forced_pass(model, pad_id: int, items: list[dict], batch_size: int, device, description: str):
-    """One factual and one counterfactual forward per batch; returns a TokenRecord per item."""
+def teacher_forced_pass(
+    model, pad_id: int, items: list[dict], batch_size: int, device, description: str, counterfactual=True
+):
+    """One factual and (unless ``counterfactual=False``) one counterfactual forward per batch, in eval mode;
+    returns a TokenRecord per item."""
     model.eval()
     collate = Collator(pad_id)
     records: list[TokenRecord] = []
@@ -43,15 +46,16 @@ def teacher_forced_pass(model, pad_id: int, items: list[dict], batch_size: int, 
         logp = target_logprobs(logits, batch["labels"])
         shift_labels = batch["labels"][:, 1:]
         correct = (logits[:, :-1].argmax(-1) == shift_labels)[shift_labels != IGNORE]
-        cf_logp = sequence_target_logprobs(
-            model, batch["cf_input_ids"], batch["cf_attention_mask"], batch["cf_labels"]
-        )
+        cf_logp = logp  # placeholder of the right shape, dropped below
+        if counterfactual:
+            cf_logp = sequence_target_logprobs(
+                model, batch["cf_input_ids"], batch["cf_attention_mask"], batch["cf_labels"]
+            )
         personal = batch["personal"][batch["labels"] != IGNORE]
         lengths = [sum(1 for x in item["labels"] if x != IGNORE) for item in chunk]
         for piece in zip(*(t.cpu().split(lengths) for t in (logp, cf_logp, correct, personal)), strict=True):
-            records.append(
-                TokenRecord(*(p.float().numpy() if p.is_floating_point() else p.numpy() for p in piece))
-            )
+            record = TokenRecord(*(p.float().numpy() if p.is_floating_point() else p.numpy() for p in piece))
+            records.append(record if counterfactual else replace(record, cf_logp=None))
     return records
 
 
@@ -63,10 +67,29 @@ def auroc(records: list[TokenRecord]) -> float | None:
     return float(roc_auc_score(labels, np.concatenate([r.scores for r in records])))
 
 
-def save_scores(path: Path, ids: list[str], records: list[TokenRecord]) -> None:
-    """Scores as one flat float32 array with row offsets, keyed by example id in ``example_ids.txt``."""
-    offsets = np.cumsum([0] + [len(r.scores) for r in records]).astype(np.int64)
-    flat = np.concatenate([r.scores for r in records]).astype(np.float32)
+def classifier_metrics(records: list[TokenRecord], tau: float) -> dict[str, float]:
+    """PerContrast as a personal-token classifier: precision, recall and F1 of ``s_t > tau`` against the
+    ground-truth personal spans, with AUROC (empty without labels)."""
+    labels = np.concatenate([r.personal for r in records]).astype(bool)
+    if labels.all() or not labels.any():
+        return {}
+    predicted = np.concatenate([r.scores for r in records]) > tau
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predicted, average="binary", zero_division=0
+    )
+    return {
+        "estimator_auroc": auroc(records),
+        "estimator_precision": float(precision),
+        "estimator_recall": float(recall),
+        "estimator_f1": float(f1),
+    }
+
+
+def save_scores(path: Path, ids: list[str], rows: list[np.ndarray]) -> None:
+    """Per-token values as one flat float32 array with row offsets, keyed by example id in
+    ``example_ids.txt``."""
+    offsets = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+    flat = np.concatenate(rows).astype(np.float32)
     save_file({"scores": flat, "offsets": offsets}, str(path / "scores.safetensors"))
     (path / "example_ids.txt").write_text("\n".join(ids) + "\n")
 

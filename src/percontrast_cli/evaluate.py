@@ -6,12 +6,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from rich.table import Table
+from transformers import GenerationConfig
 
-from percontrast_cli.estimate import TokenRecord, auroc
+from percontrast_cli.data.encode import IGNORE
+from percontrast_cli.estimate import TokenRecord, classifier_metrics
 from percontrast_cli.progress import track
 
 
-def token_metrics(records: list[TokenRecord]) -> dict[str, float]:
+def token_metrics(records: list[TokenRecord], tau: float) -> dict[str, float]:
     logp = np.concatenate([r.logp for r in records])
     correct = np.concatenate([r.correct for r in records]).astype(float)
     personal = np.concatenate([r.personal for r in records]).astype(bool)
@@ -20,37 +22,55 @@ def token_metrics(records: list[TokenRecord]) -> dict[str, float]:
         if mask.any():
             metrics[f"{name}_token_acc"] = correct[mask].mean()
             metrics[f"{name}_token_loss"] = -logp[mask].mean()
-    value = auroc(records)
-    if value is not None:
-        metrics["estimator_auroc"] = value
+    metrics.update(classifier_metrics(records, tau))
     return {k: float(v) for k, v in metrics.items()}
 
 
+def prompt_ids(item: dict) -> list[int]:
+    """The prompt part of an encoded item (everything before its first label): the exact, already
+    truncated ids that training and scoring condition on, so generation sees the same prompt."""
+    n_prompt = next(i for i, label in enumerate(item["labels"]) if label != IGNORE)
+    return item["input_ids"][:n_prompt]
+
+
+def decoding_config(eval_cfg, pad_id: int, stop_ids: list[int]) -> GenerationConfig:
+    """Decoding pinned by ``eval.*`` alone: a checkpoint's own generation_config (a repetition penalty, a
+    sampling default) never leaks in."""
+    sampling = {"temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p} if eval_cfg.do_sample else {}
+    return GenerationConfig(
+        max_new_tokens=eval_cfg.max_new_tokens,
+        do_sample=eval_cfg.do_sample,
+        num_beams=1,
+        repetition_penalty=1.0,
+        pad_token_id=pad_id,
+        eos_token_id=stop_ids,
+        **sampling,
+    )
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], eval_cfg, device) -> list[str]:
-    """Batched generation with left padding (decoder-only models continue from the last prompt token)."""
+def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: list[int]) -> list[str]:
+    """Batched generation from the items' prompt ids, left-padded (decoder-only models continue from the
+    last prompt token), stopping at any of ``stop_ids`` (the end-of-turn token the model was trained on)."""
     model.eval()
-    tokenizer.padding_side = "left"
+    config = decoding_config(eval_cfg, tokenizer.pad_token_id, stop_ids)
+    saved, model.generation_config = model.generation_config, config
     outputs: list[str] = []
-    starts = range(0, len(prompts), eval_cfg.batch_size)
-    for start in track(starts, total=len(starts), description="generate"):
-        enc = tokenizer(
-            prompts[start : start + eval_cfg.batch_size],
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=False,
-        ).to(device)
-        generated = model.generate(
-            **enc,
-            max_new_tokens=eval_cfg.max_new_tokens,
-            do_sample=eval_cfg.do_sample,
-            temperature=eval_cfg.temperature if eval_cfg.do_sample else None,
-            top_p=eval_cfg.top_p if eval_cfg.do_sample else None,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        new_tokens = generated[:, enc["input_ids"].shape[1] :]
-        outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    starts = range(0, len(items), eval_cfg.batch_size)
+    try:
+        for start in track(starts, total=len(starts), description="generate"):
+            prompts = [prompt_ids(item) for item in items[start : start + eval_cfg.batch_size]]
+            width = max(len(p) for p in prompts)
+            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
+            attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            generated = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=config,
+            )
+            outputs.extend(tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
+    finally:
+        model.generation_config = saved
     return outputs
 
 

@@ -1,20 +1,52 @@
-"""CE and PerCE: one weighted token-level cross-entropy core.
+"""CE, PerCE and the paper's token-weighting baselines: one weighted token-level cross-entropy core.
 
-PerCE weights each target token by a non-negative function of its PerContrast score
-``s_t = log p(y_t | x, P, y_<t) - log p(y_t | x, P', y_<t)`` (the log of the Personal Influence Ratio, PIR).
-Weights are detached and the loss is divided by the number of target tokens in the whole optimisation step
-(all gradient-accumulation micro-batches, all ranks), so uniform weights, and ``alpha = 0``, give exactly CE.
+Every loss is ``sum_t w_t * nll_t / N`` with detached weights ``w_t`` and ``N`` the number of target tokens
+in the whole optimisation step (all gradient-accumulation micro-batches, all ranks), so uniform weights, and
+``alpha = 0`` for every weighting, give exactly CE. The weightings differ only in the signal they read:
+
+- PerCE (arXiv 2603.06595) reads the PerContrast score ``s_t = log p(y_t | x, P, y_<t) - log p(y_t | x, P',
+  y_<t)``, which is already the log of the paper's Personal Influence Ratio (PIR);
+- LossCE (Rho-1 style) reads the excess loss of the current model over a reference model;
+- EntCE reads the model's predictive entropy; DFT reads the model's probability of the target token.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from percontrast_cli.data.encode import IGNORE
 from percontrast_cli.errors import PercontrastError
 
-WEIGHTINGS = ("none", "pir", "linear")
+# weighting -> the signal it needs: "pir" (PerContrast scores), "reference" (a reference model's NLL),
+# "logits" (the training forward pass itself), or None (plain CE).
+WEIGHTINGS = {
+    "none": None,
+    "clip_pir": "pir",
+    "exp_pir": "pir",
+    "linear_pir": "pir",
+    "excess_loss": "reference",
+    "entropy": "logits",
+    "target_prob": "logits",
+}
+NORMALIZATIONS = ("tokens", "weights")
+
+# Plain CE in the uniform loss schema: what every CE-equivalent setting trains.
+CE = OmegaConf.create(
+    {
+        "name": "ce",
+        "weighting": "none",
+        "alpha": 0.0,
+        "clip_min": 1.0,
+        "clip_max": 1.0,
+        "keep_ratio": 1.0,
+        "normalize": "tokens",
+    }
+)
 
 
 def is_weighted(loss_cfg) -> bool:
@@ -22,22 +54,98 @@ def is_weighted(loss_cfg) -> bool:
     return loss_cfg.weighting != "none" and loss_cfg.alpha != 0
 
 
-def token_weights(scores: torch.Tensor, weighting: str, alpha: float, max_weight: float) -> torch.Tensor:
-    """Map PerContrast scores to loss weights (detached).
+def weight_signal(loss_cfg) -> str | None:
+    """What the loss's weights are computed from (None for CE-equivalent settings)."""
+    return WEIGHTINGS[loss_cfg.weighting] if is_weighted(loss_cfg) else None
 
-    - ``none``: all ones (plain CE).
-    - ``pir``: ``clamp(PIR, 1, max_weight) ** alpha`` with ``PIR = exp(s)``: tokens whose probability the
-      profile raises are upweighted by their influence ratio, capped; others keep weight 1.
-    - ``linear``: ``1 + alpha * clamp(s, 0, log(max_weight))``: the same cap, additive in the log ratio.
+
+@dataclass
+class TokenWeights:
+    """Per-position weights (shaped like the labels) and where the clipped signal sat at each bound."""
+
+    values: torch.Tensor
+    at_min: torch.Tensor | None = None
+    at_max: torch.Tensor | None = None
+
+
+def _interpolate(raw: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``1 + alpha * (raw - 1)``: alpha 0 is CE (all ones), alpha 1 the weighting itself."""
+    return 1.0 + alpha * (raw - 1.0)
+
+
+def _clipped(raw: torch.Tensor, loss_cfg) -> TokenWeights:
+    low, high = float(loss_cfg.clip_min), float(loss_cfg.clip_max)
+    return TokenWeights(_interpolate(raw.clamp(low, high), loss_cfg.alpha), raw <= low, raw >= high)
+
+
+def keep_top_excess(excess: torch.Tensor, mask: torch.Tensor, keep_ratio: float) -> torch.Tensor:
+    """1.0 on the ``ceil(keep_ratio * n)`` target tokens with the largest excess loss, 0.0 elsewhere."""
+    n = int(mask.sum())
+    keep = math.ceil(keep_ratio * n)
+    selected = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    if keep:
+        flat = excess.float().masked_fill(~mask, float("-inf")).flatten()
+        selected.view(-1)[flat.topk(keep).indices] = 1.0
+    return selected
+
+
+def token_weights(
+    loss_cfg,
+    mask: torch.Tensor,
+    *,
+    pir: torch.Tensor | None = None,
+    nll: torch.Tensor | None = None,
+    ref_nll: torch.Tensor | None = None,
+    logits: torch.Tensor | None = None,
+) -> TokenWeights:
+    """Detached loss weights for the target positions ``mask`` (all tensors aligned with the labels).
+
+    - ``clip_pir`` (PerCE, the paper): ``1 + alpha * (clip(s, clip_min, clip_max) - 1)``; at ``alpha = 1``
+      this is the paper's ``w = clip(PIR, 0.8, 5.0)`` with ``PIR = s`` (already a log ratio).
+    - ``exp_pir``: ``clip(exp(s), 1, clip_max) ** alpha``: the influence ratio itself, never below 1.
+    - ``linear_pir``: ``1 + alpha * clip(s, 0, log(clip_max))``: additive in the log ratio, never below 1.
+    - ``excess_loss`` (LossCE, Rho-1): ``1 + alpha * (keep - 1)`` where ``keep`` is 1 on the ``keep_ratio``
+      share of the micro-batch's target tokens whose NLL exceeds the reference model's the most, else 0.
+    - ``entropy`` (EntCE): ``1 + alpha * (clip(H_t / mean(H), clip_min, clip_max) - 1)``, ``H_t`` the
+      predictive entropy at the position, relative to its mean over the micro-batch's target tokens.
+    - ``target_prob`` (DFT, TRL's ``dft`` loss): ``1 + alpha * (p(y_t) - 1)``.
     """
-    scores = scores.detach().float()
-    if weighting == "none" or alpha == 0:
-        return torch.ones_like(scores)
-    if weighting == "pir":
-        return scores.exp().clamp(1.0, max_weight).pow(alpha)
-    if weighting == "linear":
-        return 1.0 + alpha * scores.clamp(0.0, float(torch.tensor(max_weight).log()))
+    weighting, alpha = loss_cfg.weighting, float(loss_cfg.alpha)
+    if not is_weighted(loss_cfg):
+        return TokenWeights(torch.ones(mask.shape, device=mask.device))
+    if weighting == "clip_pir":
+        return _clipped(pir.detach().float(), loss_cfg)
+    if weighting == "exp_pir":
+        ratio = pir.detach().float().exp()
+        high = float(loss_cfg.clip_max)
+        return TokenWeights(ratio.clamp(1.0, high).pow(alpha), ratio <= 1.0, ratio >= high)
+    if weighting == "linear_pir":
+        s, high = pir.detach().float(), math.log(float(loss_cfg.clip_max))
+        return TokenWeights(1.0 + alpha * s.clamp(0.0, high), s <= 0.0, s >= high)
+    if weighting == "excess_loss":
+        excess = nll.detach().float() - ref_nll.detach().float()
+        keep = keep_top_excess(excess, mask, float(loss_cfg.keep_ratio))
+        return TokenWeights(_interpolate(keep, alpha), keep == 0, None)
+    if weighting == "entropy":
+        logp = F.log_softmax(logits.detach()[:, :-1].float(), dim=-1)
+        entropy = F.pad(-(logp.exp() * logp).sum(-1), (1, 0))  # aligned with the labels, like token_nll
+        mean = ((entropy * mask).sum() / mask.sum().clamp_min(1)).clamp_min(1e-12)
+        return _clipped(entropy / mean, loss_cfg)
+    if weighting == "target_prob":
+        return TokenWeights(_interpolate((-nll.detach().float()).exp(), alpha))
     raise PercontrastError(f"loss.weighting={weighting!r} is not one of {', '.join(WEIGHTINGS)}")
+
+
+def normalized(weights: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """``tokens``: the weights as they are (the loss divides by the token count: the paper's mean).
+    ``weights``: rescaled so they average 1 over the micro-batch's target tokens, i.e. divided by the sum of
+    weights instead of the token count, which keeps CE's step size. Exactly ``sum w*nll / sum w`` when an
+    optimisation step is one micro-batch; under accumulation each micro-batch is rescaled on its own (the
+    sum over the whole window is not known until its last micro-batch has run)."""
+    if how == "tokens":
+        return weights
+    total = (weights * mask).sum().clamp_min(1e-12)
+    return weights * (mask.sum() / total)
 
 
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

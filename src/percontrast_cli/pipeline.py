@@ -18,23 +18,20 @@ from omegaconf import OmegaConf
 
 from percontrast_cli.artifacts import Artifact, ArtifactStore
 from percontrast_cli.data import synthetic
-from percontrast_cli.data.encode import encode_example, render_prompt
-from percontrast_cli.data.prompts import factual_prompt
+from percontrast_cli.data.encode import encode_example, end_of_turn_id
 from percontrast_cli.data.schema import Example, dataset_fingerprint
 from percontrast_cli.data.sources import load_splits
 from percontrast_cli.errors import PercontrastError
-from percontrast_cli.estimate import auroc, load_scores, save_scores, teacher_forced_pass
+from percontrast_cli.estimate import classifier_metrics, load_scores, save_scores, teacher_forced_pass
 from percontrast_cli.evaluate import generate, metrics_table, token_metrics
 from percontrast_cli.fingerprint import fingerprint
-from percontrast_cli.losses import is_weighted
+from percontrast_cli.losses import CE, weight_signal
 from percontrast_cli.metrics import meteor, rouge, wordnet
 from percontrast_cli.modeling.load import converted_smollm2, load_model_and_tokenizer, tokenizer_fingerprint
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
 from percontrast_cli.progress import console
-from percontrast_cli.train import fit
-
-CE = OmegaConf.create({"name": "ce", "weighting": "none", "alpha": 0.0, "max_weight": 1.0})
+from percontrast_cli.train import RoundsRefresh, ScoreTable, fit, total_steps
 
 
 @dataclass
@@ -142,39 +139,80 @@ def base_model(ctx: Context, data: TaskData) -> Artifact:
 
 
 def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: bool) -> list[dict]:
-    return [
-        encode_example(
+    """The one encoding of every stage: training, scoring and generation all start from these ids."""
+    items = []
+    for index, example in enumerate(examples):
+        item = encode_example(
             tokenizer,
-            e,
+            example,
             k=cfg.retrieval.k,
             max_length=cfg.model.max_length,
             counterfactual=cfg.estimator.counterfactual if with_counterfactual else None,
             pool=examples,
             chat=cfg.model.chat_template,
         )
-        for e in examples
-    ]
+        item["index"] = index
+        items.append(item)
+    return items
+
+
+def prompt_config(cfg) -> dict:
+    """The settings that decide a prompt's ids, for every stage's artifact id."""
+    return {
+        "retrieval": container(cfg.retrieval),
+        "max_length": cfg.model.max_length,
+        "chat_template": cfg.model.chat_template,
+    }
+
+
+def score_table(artifact: Artifact, data: TaskData, tokenizer_fp: str) -> ScoreTable:
+    """Per-token values of an estimate/reference artifact, checked against the data and tokenizer in use."""
+    artifact.require_input("data", data.train_fp, "training data")
+    artifact.require_input("tokenizer", tokenizer_fp, "tokenizer")
+    values = load_scores(artifact.path)
+    return ScoreTable([torch.from_numpy(values[e.id]) for e in data.train])
+
+
+def table_from_records(records) -> ScoreTable:
+    return ScoreTable([torch.from_numpy(r.scores) for r in records])
+
+
+NOT_RESULT_KEYS = ("steps", "epochs", "warmup_steps", "log_every", "save_every")
 
 
 def train_checkpoint(
-    ctx: Context, start: Artifact, data: TaskData, loss_cfg, steps: int, estimate: Artifact | None, tag: str
+    ctx: Context,
+    start: Artifact,
+    data: TaskData,
+    loss_cfg,
+    steps: int,
+    tag: str,
+    fixed_scores: Artifact | None = None,
 ) -> Artifact:
-    """Train from `start` and publish a `checkpoint` artifact (skipped when it already exists)."""
+    """Train from `start` and publish a `checkpoint` artifact (skipped when it already exists).
+
+    ``fixed_scores``: the estimate (refresh=rounds: the first round's) or reference artifact whose per-token
+    values the weighting reads; without it a PerContrast weighting re-estimates inside every step."""
     cfg = ctx.cfg
-    online = is_weighted(loss_cfg) and estimate is None
+    signal = weight_signal(loss_cfg)
+    rounds = cfg.estimator.rounds if signal == "pir" and fixed_scores is not None else 1
     config = {
-        "train": container(cfg.train),
+        # `steps` below is what the run trains for (train.steps, train.epochs or the warm-up's steps); the
+        # logging and Trainer-checkpoint intervals cannot change the weights.
+        "train": {k: v for k, v in container(cfg.train).items() if k not in NOT_RESULT_KEYS},
         "steps": steps,
-        # Every CE-equivalent setting (loss=ce with any alpha, perce with alpha 0) trains the same checkpoint.
-        "loss": container(loss_cfg if is_weighted(loss_cfg) else CE),
-        "estimator": container(cfg.estimator) if online else None,
+        # Every CE-equivalent setting (loss=ce with any alpha, alpha 0 for any weighting) trains the same
+        # checkpoint.
+        "loss": container(loss_cfg if signal else CE),
+        "estimator": container(cfg.estimator) if signal == "pir" else None,
         "seed": cfg.seed,
-        "prompt": {"retrieval": container(cfg.retrieval), "max_length": cfg.model.max_length},
+        "prompt": prompt_config(cfg),
     }
     tokenizer_fp = start.inputs["tokenizer"]
     inputs = {
         "start": start.id,
-        "estimate": estimate.id if estimate else None,
+        # what the weights read: a PerContrast estimate, or LossCE's reference NLL
+        "reference" if signal == "reference" else "estimate": fixed_scores.id if fixed_scores else None,
         "data": data.train_fp,
         "tokenizer": tokenizer_fp,
     }
@@ -184,13 +222,19 @@ def train_checkpoint(
     model, tokenizer = load_model_and_tokenizer(model_location(start))
     if cfg.train.peft == "lora":
         model = wrap_lora(model, cfg.train.lora)
-    items = encode_items(tokenizer, data.train, cfg, with_counterfactual=online)
-    if estimate is not None:
-        estimate.require_input("data", data.train_fp, "training data")
-        estimate.require_input("tokenizer", tokenizer_fp, "tokenizer")
-        scores = load_scores(estimate.path)
-        for item, example in zip(items, data.train, strict=True):
-            item["scores"] = scores[example.id].tolist()
+    online = signal == "pir" and fixed_scores is None
+    items = encode_items(tokenizer, data.train, cfg, with_counterfactual=online or rounds > 1)
+    table = score_table(fixed_scores, data, tokenizer_fp) if fixed_scores else None
+    callbacks = ()
+    if rounds > 1:
+        boundaries = [r * steps // rounds for r in range(1, rounds)]
+
+        def rescore(step: int, current_model) -> list[torch.Tensor]:
+            return round_estimate(
+                ctx, start, artifact_id, step, data, items, current_model, tokenizer.pad_token_id
+            ).values
+
+        callbacks = (RoundsRefresh(table, boundaries, rescore),)
     work_dir = ctx.store.root / ".work" / f"checkpoint-{artifact_id}"
     history = fit(
         model,
@@ -205,6 +249,8 @@ def train_checkpoint(
         device=ctx.device.type,
         tracker=ctx.tracker,
         description=f"train {tag}",
+        score_table=table,
+        extra_callbacks=callbacks,
     )
     with ctx.store.create("checkpoint", artifact_id, config, inputs, tag=tag) as (tmp, manifest):
         save_trained(model, tokenizer, tmp)
@@ -218,16 +264,14 @@ def warmup(ctx: Context, base: Artifact, data: TaskData) -> Artifact:
     """Models trained from scratch get a plain-CE warm-up, shared by every loss and alpha of a sweep."""
     if not ctx.cfg.model.from_scratch or ctx.cfg.train.warmup_steps == 0:
         return base
-    return train_checkpoint(ctx, base, data, CE, ctx.cfg.train.warmup_steps, None, tag="warmup")
+    return train_checkpoint(ctx, base, data, CE, ctx.cfg.train.warmup_steps, tag="warmup")
 
 
 def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
-    """PerContrast scores for every training example, as an `estimate` artifact (with AUROC when known)."""
+    """PerContrast scores for every training example, as an `estimate` artifact (with AUROC, precision,
+    recall and F1 against the ground-truth personal spans when the task has them)."""
     cfg = ctx.cfg
-    config = {
-        "counterfactual": cfg.estimator.counterfactual,
-        "prompt": {"retrieval": container(cfg.retrieval), "max_length": cfg.model.max_length},
-    }
+    config = {"counterfactual": cfg.estimator.counterfactual, "prompt": prompt_config(cfg)}
     inputs = {"checkpoint": checkpoint.id, "data": data.train_fp, "tokenizer": checkpoint.inputs["tokenizer"]}
     artifact_id = ctx.store.artifact_id("estimate", config, inputs)
     if found := reuse("estimate", ctx.store.find("estimate", artifact_id)):
@@ -238,35 +282,89 @@ def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     records = teacher_forced_pass(
         model, tokenizer.pad_token_id, items, cfg.estimator.batch_size, ctx.device, "estimate"
     )
-    value = auroc(records)
-    with ctx.store.create("estimate", artifact_id, config, inputs, metrics={"estimator_auroc": value}) as (
-        tmp,
-        _,
-    ):
-        save_scores(tmp, [e.id for e in data.train], records)
-    shown = "n/a (no personal-span labels)" if value is None else f"{value:.4f}"
-    console.print(f"[green]estimated[/green] estimate {artifact_id}: train-split estimator AUROC {shown}")
-    ctx.tracker.summary({"estimate/estimator_auroc": value})
-    return ctx.store.find("estimate", artifact_id)
+    return publish_estimate(ctx, "estimate", artifact_id, config, inputs, data, records, "")
+
+
+def publish_estimate(ctx, kind, artifact_id, config, inputs, data, records, what) -> Artifact:
+    metrics = classifier_metrics(records, ctx.cfg.estimator.tau) if kind == "estimate" else {}
+    with ctx.store.create(kind, artifact_id, config, inputs, metrics=metrics) as (tmp, _):
+        if kind == "estimate":
+            save_scores(tmp, [e.id for e in data.train], [r.scores for r in records])
+        else:  # reference: the per-token NLL of the reference model
+            save_scores(tmp, [e.id for e in data.train], [-r.logp for r in records])
+    shown = ", ".join(f"{k.removeprefix('estimator_')} {v:.4f}" for k, v in metrics.items())
+    if kind == "estimate":
+        shown = f": train-split estimator {shown or 'n/a (no personal-span labels)'}"
+        ctx.tracker.summary({f"estimate/{k}": v for k, v in metrics.items()})
+    console.print(f"[green]estimated[/green] {kind} {artifact_id}{what}{shown}")
+    return ctx.store.find(kind, artifact_id)
+
+
+def round_estimate(
+    ctx, start: Artifact, run_id: str, step: int, data: TaskData, items, model, pad_id: int
+) -> ScoreTable:
+    """refresh=rounds: the scores of the model being trained in run `run_id` after `step` optimiser steps,
+    published as an `estimate` artifact (for `inspect`); read back from it when the run resumes."""
+    cfg = ctx.cfg
+    config = {
+        "counterfactual": cfg.estimator.counterfactual,
+        "prompt": prompt_config(cfg),
+        "training_run": run_id,
+        "after_step": step,
+    }
+    # `checkpoint` names the run's start, whose tokenizer the scores share.
+    inputs = {"checkpoint": start.id, "data": data.train_fp, "tokenizer": start.inputs["tokenizer"]}
+    artifact_id = ctx.store.artifact_id("estimate", config, inputs)
+    found = ctx.store.find("estimate", artifact_id)
+    if found is None:
+        records = teacher_forced_pass(
+            model, pad_id, items, cfg.estimator.batch_size, ctx.device, f"estimate (step {step})"
+        )
+        what = f" (checkpoint {run_id} after step {step})"
+        found = publish_estimate(ctx, "estimate", artifact_id, config, inputs, data, records, what)
+    return score_table(found, data, start.inputs["tokenizer"])
+
+
+def reference_nll(ctx: Context, reference: Artifact, data: TaskData) -> Artifact:
+    """LossCE's reference: the per-token NLL of `reference` (the start checkpoint) on every training target,
+    scored once and kept as a `reference` artifact."""
+    cfg = ctx.cfg
+    config = {"prompt": prompt_config(cfg)}
+    inputs = {"checkpoint": reference.id, "data": data.train_fp, "tokenizer": reference.inputs["tokenizer"]}
+    artifact_id = ctx.store.artifact_id("reference", config, inputs)
+    if found := reuse("reference", ctx.store.find("reference", artifact_id)):
+        return found
+    model, tokenizer = load_model_and_tokenizer(model_location(reference))
+    model.to(ctx.device)
+    items = encode_items(tokenizer, data.train, cfg, with_counterfactual=False)
+    records = teacher_forced_pass(
+        model,
+        tokenizer.pad_token_id,
+        items,
+        cfg.estimator.batch_size,
+        ctx.device,
+        "reference",
+        counterfactual=False,
+    )
+    return publish_estimate(ctx, "reference", artifact_id, config, inputs, data, records, "")
 
 
 def train_with_bootstrap(
     ctx: Context, start: Artifact, first_estimate: Artifact | None, data: TaskData
 ) -> Artifact:
-    """Main training. PerCE with refresh=rounds alternates estimate -> train; online refreshes every step."""
+    """Main training. PerCE re-estimates its weights every step (online) or every steps/N steps of the same
+    run (rounds, starting from `first_estimate`); LossCE reads the start checkpoint's NLL; the other
+    weightings read the training pass itself."""
     cfg = ctx.cfg
-    if not is_weighted(cfg.loss) or cfg.estimator.refresh == "online":
-        return train_checkpoint(ctx, start, data, cfg.loss, cfg.train.steps, None, tag=cfg.loss.name)
-    rounds = cfg.estimator.rounds
-    checkpoint, scores = start, first_estimate or estimate(ctx, start, data)
-    for r in range(rounds):
-        if r > 0:
-            scores = estimate(ctx, checkpoint, data)
-        steps = cfg.train.steps // rounds + (1 if r < cfg.train.steps % rounds else 0)
-        checkpoint = train_checkpoint(
-            ctx, checkpoint, data, cfg.loss, steps, scores, f"{cfg.loss.name}-round{r}"
-        )
-    return checkpoint
+    steps = total_steps(cfg.train, len(data.train))
+    signal = weight_signal(cfg.loss)
+    fixed = None
+    if signal == "pir" and cfg.estimator.refresh == "rounds":
+        fixed = first_estimate or estimate(ctx, start, data)
+    elif signal == "reference":
+        fixed = reference_nll(ctx, start, data)
+    tag = cfg.loss.name if cfg.estimator.refresh == "online" or signal != "pir" else f"{cfg.loss.name}-rounds"
+    return train_checkpoint(ctx, start, data, cfg.loss, steps, tag, fixed)
 
 
 def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
@@ -275,7 +373,8 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     config = {
         "eval": container(cfg.eval),
         "counterfactual": cfg.estimator.counterfactual,
-        "prompt": {"retrieval": container(cfg.retrieval), "max_length": cfg.model.max_length},
+        "tau": cfg.estimator.tau,
+        "prompt": prompt_config(cfg),
         "seed": cfg.seed,
     }
     inputs = {"checkpoint": checkpoint.id, "data": dataset_fingerprint(test)}
@@ -294,11 +393,11 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     records = teacher_forced_pass(
         model, tokenizer.pad_token_id, items, cfg.eval.batch_size, ctx.device, "score"
     )
-    metrics = token_metrics(records)
-    prompts = [
-        render_prompt(tokenizer, factual_prompt(e, cfg.retrieval.k), cfg.model.chat_template) for e in test
-    ]
-    predictions = generate(model, tokenizer, prompts, cfg.eval, ctx.device)
+    metrics = token_metrics(records, cfg.estimator.tau)
+    # Generation starts from the same (truncated) prompt ids that scoring used, and stops where the model
+    # was trained to stop.
+    stop_ids = sorted({end_of_turn_id(tokenizer, cfg.model.chat_template), tokenizer.eos_token_id})
+    predictions = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
     references = [e.output for e in test]
     metrics.update(rouge(predictions, references))
     if cfg.eval.meteor:

@@ -24,6 +24,7 @@ METRICS = (
     "rougeL",
     "meteor",
     "estimator_auroc",
+    "estimator_f1",
 )
 # Options that can define a group (the experimental settings); seeds are pooled, plumbing is ignored.
 GROUPED = ("model.", "task.", "estimator.", "loss", "train.", "eval.")
@@ -107,14 +108,14 @@ def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
 
 
 def add_gains(summary: list[dict]) -> None:
-    """Relative change of each PerCE group's means vs the CE group equal to it in every non-loss option
-    (for losses a negative change is the improvement)."""
+    """Relative change of each weighted-loss group's means vs the CE group equal to it in every non-loss
+    option (for losses a negative change is the improvement)."""
 
     def context(entry):
         return {k: v for k, v in entry["options"].items() if k != "loss" and not k.startswith("loss.")}
 
     for entry in summary:
-        if entry["options"].get("loss") != "perce":
+        if entry["options"].get("loss") == "ce":
             continue
         baseline = next(
             (b for b in summary if b["options"].get("loss") == "ce" and context(b) == context(entry)), None
@@ -173,7 +174,8 @@ def plot_metric_vs_alpha(summary: list[dict], metric: str, path: Path) -> None:
         others = ", ".join(
             f"{k}={v}"
             for k, v in options.items()
-            if k not in ("loss.alpha", "loss.weighting", "loss.max_weight")
+            # CE joins every weighting's series at alpha 0, whatever its own (unused) clip settings.
+            if k not in ("loss.alpha", "loss.weighting", "loss.clip_min", "loss.clip_max", "loss.keep_ratio")
         )
         series.setdefault(others, []).append((options.get("loss.alpha", 0.0), *entry[metric]))
     for label, points in sorted(series.items()):

@@ -1,8 +1,11 @@
-"""Training on the HF Trainer with the weighted-CE core: plain CE, PerCE from an estimate artifact (rounds),
-or PerCE with weights re-estimated inside every step from the current parameters (online bootstrap)."""
+"""Training on the HF Trainer with the weighted-CE core: plain CE, PerCE (weights re-estimated inside every
+step, or every ``steps / N`` steps of the same run), and the token-weighting baselines (LossCE, EntCE,
+DFT)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,66 +14,125 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from percontrast_cli.contrast import contrast_scores
 from percontrast_cli.data.encode import IGNORE, Collator, scatter_to_labels
-from percontrast_cli.losses import is_weighted, token_nll, token_weights, weighted_nll
+from percontrast_cli.losses import normalized, token_nll, token_weights, weight_signal, weighted_nll
 from percontrast_cli.progress import RichProgressCallback
+
+
+class ScoreTable:
+    """Per-token values (PerContrast scores, or a reference model's NLL) for every training example, keyed by
+    the example's index. Looked up when the loss is computed, not when the batch is collated: the Trainer
+    fetches a step's micro-batches ahead, and a refresh between fetch and loss must still take effect."""
+
+    def __init__(self, values: list[torch.Tensor]):
+        self.values = values
+
+    def lookup(self, index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        rows = [self.values[i] for i in index.tolist()]
+        return scatter_to_labels(torch.cat(rows).to(labels.device, torch.float32), labels)
 
 
 class PerCETrainer(Trainer):
     # compute_loss divides by the target-token count of the whole accumulation window itself.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, loss_cfg, online_refresh: bool, **kwargs):
+    def __init__(
+        self, *args, loss_cfg, online_refresh: bool, score_table: ScoreTable | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.loss_cfg = loss_cfg
         self.online_refresh = online_refresh
+        self.score_table = score_table
         # Makes the Trainer count target tokens over all micro-batches (and ranks) of a step:
         # that count arrives here as num_items_in_batch.
         self.model_accepts_loss_kwargs = True
-        # NLL sums and token counts on personal / other target tokens since the last log.
-        self.token_loss_sums = torch.zeros(4, dtype=torch.float64)
+        # Since the last log: NLL sum and count on personal / other target tokens, then the weight sum and
+        # the counts of tokens whose weight signal sat at the lower / upper clip bound.
+        self.token_stats = torch.zeros(7, dtype=torch.float64)
 
-    def token_weights(self, model, inputs, logits) -> torch.Tensor | None:
-        if not is_weighted(self.loss_cfg):
+    def token_weights(self, model, inputs, logits, nll):
+        signal = weight_signal(self.loss_cfg)
+        if signal is None:
             return None
-        if self.online_refresh:
-            was_training = model.training
-            model.eval()
-            flat = contrast_scores(model, inputs, factual_logits=logits)
-            model.train(was_training)
-            scores = scatter_to_labels(flat, inputs["labels"])
-        else:
-            scores = inputs["scores"]
-        return token_weights(scores, self.loss_cfg.weighting, self.loss_cfg.alpha, self.loss_cfg.max_weight)
+        labels = inputs["labels"]
+        mask = labels != IGNORE
+        if signal == "pir" and self.online_refresh:
+            pir = scatter_to_labels(contrast_scores(model, inputs, factual_logits=logits), labels)
+            return token_weights(self.loss_cfg, mask, pir=pir)
+        if signal == "pir":
+            return token_weights(self.loss_cfg, mask, pir=self.score_table.lookup(inputs["index"], labels))
+        if signal == "reference":
+            ref_nll = self.score_table.lookup(inputs["index"], labels)
+            return token_weights(self.loss_cfg, mask, nll=nll, ref_nll=ref_nll)
+        return token_weights(self.loss_cfg, mask, nll=nll, logits=logits)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        weights = self.token_weights(model, inputs, outputs.logits)
         nll = token_nll(outputs.logits, inputs["labels"])
-        self.track_token_losses(nll.detach(), inputs)
-        loss = weighted_nll(nll, inputs["labels"], weights, num_items_in_batch)
+        weights = self.token_weights(model, inputs, outputs.logits, nll)
+        self.track_token_stats(nll.detach(), inputs, weights)
+        values = None
+        if weights is not None:
+            values = normalized(weights.values, inputs["labels"] != IGNORE, self.loss_cfg.normalize)
+        loss = weighted_nll(nll, inputs["labels"], values, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch is summed over ranks while DDP averages gradients: undo the average.
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
-    def track_token_losses(self, nll: torch.Tensor, inputs) -> None:
+    def track_token_stats(self, nll: torch.Tensor, inputs, weights) -> None:
         target = inputs["labels"] != IGNORE
         personal = inputs["personal"] & target
         other = target & ~personal
-        sums = torch.stack([nll[personal].sum(), personal.sum(), nll[other].sum(), other.sum()]).double()
+        zero = nll.new_zeros(())
+        if weights is None:
+            weight_sum, at_min, at_max = target.sum(), zero, zero
+        else:
+            weight_sum = (weights.values * target).sum()
+            at_min = (weights.at_min & target).sum() if weights.at_min is not None else zero
+            at_max = (weights.at_max & target).sum() if weights.at_max is not None else zero
+        stats = [(nll * personal).sum(), personal.sum(), (nll * other).sum(), other.sum()]
+        stats = torch.stack([*stats, weight_sum, at_min, at_max]).double()
         # Kept on the device: reading it back (a sync) happens only when a log line is written.
-        self.token_loss_sums = self.token_loss_sums.to(sums.device) + sums
+        self.token_stats = self.token_stats.to(stats.device) + stats
 
     def log(self, logs: dict, *args, **kwargs) -> None:
-        """Adds the mean (unweighted) NLL of personal and other target tokens since the last log."""
-        personal_sum, personal_n, other_sum, other_n = self.token_loss_sums.tolist()
+        """Adds the mean (unweighted) NLL of personal and other target tokens since the last log, the mean
+        loss weight, and the share of target tokens whose weight sat at each clip bound."""
+        personal_sum, personal_n, other_sum, other_n, weight_sum, at_min, at_max = self.token_stats.tolist()
         if "loss" in logs:
             if personal_n:
                 logs["personal_loss"] = round(personal_sum / personal_n, 4)
             if other_n:
                 logs["nonpersonal_loss"] = round(other_sum / other_n, 4)
-            self.token_loss_sums.zero_()
+            if tokens := personal_n + other_n:
+                logs["weight_mean"] = round(weight_sum / tokens, 4)
+                logs["weight_at_min"] = round(at_min / tokens, 4)
+                logs["weight_at_max"] = round(at_max / tokens, 4)
+            self.token_stats.zero_()
         super().log(logs, *args, **kwargs)
+
+
+class RoundsRefresh(TrainerCallback):
+    """``estimator.refresh=rounds``: re-estimates the score table at fixed steps of one training run, with the
+    current parameters; optimiser, scheduler and data order carry on untouched.
+
+    ``rescore(step, model)`` returns the per-example scores after ``step`` optimiser steps (the pipeline
+    publishes each round's scores as an ``estimate`` artifact, and on a resumed run reads them back from it).
+    """
+
+    def __init__(self, table: ScoreTable, boundaries: list[int], rescore: Callable):
+        self.table, self.boundaries, self.rescore = table, sorted(boundaries), rescore
+        self.current = 0  # the step whose model produced the table's scores (0: the given first estimate)
+        self.refreshed_at: list[int] = []
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        due = max((b for b in self.boundaries if b <= state.global_step), default=0)
+        if due != self.current:
+            was_training = model.training
+            self.table.values = self.rescore(due, model)
+            model.train(was_training)
+            self.current = due
+            self.refreshed_at.append(due)
 
 
 class LogHistory(TrainerCallback):
@@ -80,6 +142,14 @@ class LogHistory(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
             self.tracker.log({f"{self.prefix}/{k}": v for k, v in logs.items()}, step=None)
+
+
+def total_steps(train_cfg, n_examples: int) -> int:
+    """Optimiser steps of the main training: ``train.steps``, or ``train.epochs`` passes over the data."""
+    if train_cfg.epochs is None:
+        return int(train_cfg.steps)
+    batches_per_epoch = math.ceil(n_examples / train_cfg.batch_size)
+    return max(1, math.ceil(train_cfg.epochs * batches_per_epoch / train_cfg.grad_accum))
 
 
 def training_arguments(train_cfg, work_dir: Path, steps: int, seed: int, device: str) -> TrainingArguments:
@@ -122,6 +192,7 @@ def fit(
     device: str,
     tracker,
     description: str,
+    score_table: ScoreTable | None = None,
     extra_callbacks: tuple = (),
 ) -> list[dict]:
     """Train in place; resumes from the last Trainer checkpoint in ``work_dir`` after a crash."""
@@ -132,6 +203,7 @@ def fit(
         data_collator=Collator(tokenizer.pad_token_id),
         loss_cfg=loss_cfg,
         online_refresh=online_refresh,
+        score_table=score_table,
         callbacks=[RichProgressCallback(description), LogHistory(tracker, description), *extra_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar shows the loss instead

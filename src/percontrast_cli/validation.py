@@ -6,7 +6,7 @@ from pathlib import Path
 
 from percontrast_cli.data.prompts import COUNTERFACTUALS
 from percontrast_cli.errors import PercontrastError
-from percontrast_cli.losses import WEIGHTINGS
+from percontrast_cli.losses import NORMALIZATIONS, WEIGHTINGS
 
 
 def _choice(value, name: str, allowed) -> None:
@@ -41,11 +41,36 @@ def validate_config(cfg) -> None:
     _choice(cfg.estimator.counterfactual, "estimator.counterfactual", COUNTERFACTUALS)
     _choice(cfg.estimator.refresh, "estimator.refresh", ("online", "rounds"))
     _at_least(cfg.estimator.rounds, "estimator.rounds", 1)
+    _at_least(cfg.estimator.tau, "estimator.tau", float("-inf"))
     _choice(cfg.loss.weighting, "loss.weighting", WEIGHTINGS)
+    _choice(cfg.loss.normalize, "loss.normalize", NORMALIZATIONS)
     _at_least(cfg.loss.alpha, "loss.alpha", 0)
-    _at_least(cfg.loss.max_weight, "loss.max_weight", 1)
+    _at_least(cfg.loss.clip_min, "loss.clip_min", float("-inf"))
+    _at_least(cfg.loss.clip_max, "loss.clip_max", cfg.loss.clip_min)
+    if cfg.loss.weighting in ("exp_pir", "linear_pir"):
+        _at_least(cfg.loss.clip_max, "loss.clip_max", 1)
+    _at_least(cfg.loss.keep_ratio, "loss.keep_ratio", 0)
+    if not 0 < cfg.loss.keep_ratio <= 1:
+        raise PercontrastError(f"loss.keep_ratio={cfg.loss.keep_ratio!r} must be in (0, 1]")
     for key in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
         _at_least(cfg.train[key], f"train.{key}", 1)
+    if cfg.train.epochs is not None and (
+        not isinstance(cfg.train.epochs, int | float)
+        or isinstance(cfg.train.epochs, bool)
+        or cfg.train.epochs <= 0
+    ):
+        raise PercontrastError(
+            f"train.epochs={cfg.train.epochs!r} must be a number > 0 (or null: use train.steps)"
+        )
+    if (
+        cfg.estimator.refresh == "rounds"
+        and cfg.train.epochs is None
+        and cfg.estimator.rounds > cfg.train.steps
+    ):
+        raise PercontrastError(
+            f"estimator.rounds={cfg.estimator.rounds} > train.steps={cfg.train.steps}: "
+            "each round needs at least one training step"
+        )
     _at_least(cfg.train.warmup_steps, "train.warmup_steps", 0)
     _at_least(cfg.train.lr, "train.lr", 0)
     _at_least(cfg.eval.batch_size, "eval.batch_size", 1)

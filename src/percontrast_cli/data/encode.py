@@ -124,7 +124,7 @@ def _scatter_targets(labels: torch.Tensor, values: list[list[float]], dtype) -> 
 
 
 class Collator:
-    """Right-padded batches; optional counterfactual sequences, precomputed scores and personal masks."""
+    """Right-padded batches; optional counterfactual sequences, example indices and personal masks."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -140,6 +140,6 @@ class Collator:
             batch["cf_input_ids"] = _pad([i["cf_input_ids"] for i in items], self.pad_id)
             batch["cf_labels"] = _pad([i["cf_labels"] for i in items], IGNORE)
             batch["cf_attention_mask"] = _pad([[1] * len(i["cf_input_ids"]) for i in items], 0)
-        if "scores" in items[0]:
-            batch["scores"] = _scatter_targets(batch["labels"], [i["scores"] for i in items], torch.float32)
+        if "index" in items[0]:  # the example's position in the training set: keys per-token score tables
+            batch["index"] = torch.tensor([i["index"] for i in items], dtype=torch.long)
         return batch
