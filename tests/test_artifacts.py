@@ -1,6 +1,8 @@
+import os
+
 import pytest
 
-from percontrast_cli.artifacts import ArtifactStore
+from percontrast_cli.artifacts import ArtifactStore, _host
 from percontrast_cli.errors import PercontrastError
 
 
@@ -47,3 +49,65 @@ def test_mismatched_inputs_are_rejected(tmp_path):
     artifact.require_input("tokenizer", "tok-A", "tokenizer")
     with pytest.raises(PercontrastError, match="built with tokenizer 'tok-A', but this run uses 'tok-B'"):
         artifact.require_input("tokenizer", "tok-B", "tokenizer")
+
+
+def test_directory_without_manifest_is_moved_aside_and_rebuilt(tmp_path, capsys):
+    """The crash leftover that used to wedge every rerun: a payload dir with no manifest."""
+    store = ArtifactStore(tmp_path)
+    artifact_id = store.artifact_id("checkpoint", {"n": 1}, {})
+    leftover = tmp_path / "checkpoint" / artifact_id
+    leftover.mkdir(parents=True)
+    (leftover / "weights").write_text("half")
+    assert store.find("checkpoint", artifact_id) is None  # incomplete: not reused
+    assert "incomplete checkpoint" in capsys.readouterr().err
+    assert not leftover.exists() and list((tmp_path / "checkpoint").glob(".broken-*"))
+    rebuilt = publish(store, "checkpoint", {"n": 1}, {})
+    assert rebuilt.id == artifact_id and (rebuilt.path / "payload.txt").is_file()
+
+
+@pytest.mark.parametrize("manifest", ["{}", "not json", '{"kind": "checkpoint"}'])
+def test_unusable_manifest_is_replaced_on_publish(tmp_path, manifest):
+    store = ArtifactStore(tmp_path)
+    artifact_id = store.artifact_id("checkpoint", {"n": 1}, {})
+    (tmp_path / "checkpoint" / artifact_id).mkdir(parents=True)
+    (tmp_path / "checkpoint" / artifact_id / "manifest.json").write_text(manifest)
+    with pytest.raises(PercontrastError, match="not a usable artifact"):
+        store.resolve("checkpoint", str(tmp_path / "checkpoint" / artifact_id))
+    # publishing over it (the stage rerun) moves it aside instead of keeping the broken one
+    with store.create("checkpoint", artifact_id, {"n": 1}, {}) as (tmp, _):
+        (tmp / "payload.txt").write_text("x")
+    assert store.find("checkpoint", artifact_id).manifest["config"] == {"n": 1}
+
+
+def test_reused_artifact_with_missing_payload_is_an_error_naming_it(tmp_path):
+    store = ArtifactStore(tmp_path)
+    artifact = publish(store, "checkpoint", {"n": 1}, {})
+    (artifact.path / "payload.txt").unlink()
+    with pytest.raises(
+        PercontrastError, match=f"checkpoint artifact {artifact.id} .* payload.txt is missing"
+    ):
+        store.find("checkpoint", artifact.id)
+    with pytest.raises(PercontrastError, match="payload.txt is missing"):
+        store.resolve("checkpoint", str(artifact.path))
+
+
+def test_leftover_temporaries_are_cleaned_and_never_latest(tmp_path):
+    store = ArtifactStore(tmp_path)
+    publish(store, "eval", {"n": 1}, {})
+    dead = tmp_path / "eval" / f".tmp-abc-{_host()}-999999999-deadbeef"  # a pid that cannot be alive
+    live = tmp_path / "eval" / f".tmp-abd-{_host()}-{os.getpid()}-cafecafe"
+    for tmp in (dead, live):
+        tmp.mkdir()
+        (tmp / "manifest.json").write_text(
+            '{"kind": "eval", "id": "x", "created": 9e12, "config": {}, "inputs": {}}'
+        )
+    assert store.latest("eval").id != "x"  # a temporary, even with the newest manifest, is never latest
+    store.find("eval", "anything")
+    assert not dead.exists() and live.exists()  # a live writer keeps its temp dir
+
+
+def test_artifact_ids_follow_the_package_code(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    before = store.artifact_id("estimate", {"k": 1}, {})
+    monkeypatch.setattr("percontrast_cli.artifacts.code_fingerprint", lambda: "other-code")
+    assert store.artifact_id("estimate", {"k": 1}, {}) != before

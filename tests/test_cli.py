@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
+from percontrast_cli.cli import main
 from percontrast_cli.validation import validate_config
 
 
@@ -27,13 +28,27 @@ def cli(*args, cwd=None, env=None):
         (["run", "train.stepz=3"], "bad override"),
         (["run", "data.path=/no/such.jsonl"], "data.path='/no/such.jsonl': no such file or directory"),
         (["run", "task=email"], "task=email is not public"),
+        (["run", "seed=abc"], "seed='abc' must be an integer"),
+        (["run", "train.scheduler=bogus"], "train.scheduler='bogus' is not one of: linear, cosine"),
+        (["run", "model.hidden_size=30"], "model.hidden_size=30 is not divisible by model.num_heads=4"),
+        (["run", "train.steps=2.5"], "train.steps=2.5 must be an integer >= 1"),
+        (["run", "data.test_fraction=1.5"], "data.test_fraction=1.5 must be a number in (0, 1)"),
+        (["run", "data.test_fraction=0"], "data.test_fraction=0 must be a number in (0, 1)"),
+        (["run", "data.path=data.csv"], "data.path='data.csv': unsupported file type '.csv'"),
+        (["run", "loss.normalize=mean"], "loss.normalize='mean' is not one of: tokens, weights"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_exit_2(args, message, tmp_path):
-    result = cli(*args, cwd=tmp_path)
-    assert result.returncode == 2
-    assert message in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+def test_bad_input_is_one_clear_line_and_exit_2(args, message, tmp_path, monkeypatch, capsys):
+    """In-process through the console script's own `main` (a subprocess per case costs seconds)."""
+    (tmp_path / "data.csv").write_text("user_id,input,output\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["percontrast", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert message in stderr, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_help_lists_stages_and_groups(tmp_path):

@@ -73,12 +73,14 @@ def test_schema_errors_name_file_row_and_field(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = config("task=review", f"data.path={bad}")
-    with pytest.raises(PercontrastError, match=rf"{bad}: row 3: field 'output': expected a non-empty string"):
+    with pytest.raises(
+        PercontrastError, match=rf"{bad}: line 4: field 'output': expected a non-empty string"
+    ):
         pipeline.load_task(cfg)
     rows[3]["output"] = "fine"
     del rows[4]["profile"]
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(PercontrastError, match=r"row 4: field 'profile': missing"):
+    with pytest.raises(PercontrastError, match=r"line 5: field 'profile': missing"):
         pipeline.load_task(cfg)
 
 

@@ -1,10 +1,12 @@
 """Nothing lost on a crash: an interrupted training resumes from its last Trainer checkpoint."""
 
+import json
+
 import pytest
 from transformers import TrainerCallback
 
 from percontrast_cli.tracking import NullTracker
-from percontrast_cli.train import fit
+from percontrast_cli.train import fit, last_complete_checkpoint
 
 from .test_modeling import PERCE, TRAIN
 
@@ -43,3 +45,15 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(model, tokenizer,
     counter = CountSteps()
     fit(model, tokenizer, training_items, extra_callbacks=(counter,), **kwargs)
     assert counter.steps == [3, 4, 5]  # steps 1-2 came from the checkpoint, not recomputed
+
+
+def test_half_written_trainer_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    work = tmp_path / "work"
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (work / f"checkpoint-{step}").mkdir(parents=True)
+        (work / f"checkpoint-{step}" / "model.safetensors").write_text("w")
+        if complete:
+            (work / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (work / "checkpoint-10").mkdir()  # a crash before anything was written
+    assert last_complete_checkpoint(work) == str(work / "checkpoint-4")
+    assert last_complete_checkpoint(tmp_path / "none") is None

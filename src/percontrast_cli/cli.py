@@ -7,12 +7,18 @@ front (every combination of a -m sweep) so a typo is one line and exit code 2, n
 from __future__ import annotations
 
 import itertools
+import json
 import sys
+import traceback
 from importlib import resources
+from pathlib import Path
 
 import hydra
+from filelock import FileLock
 from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.stages import STAGES
@@ -92,15 +98,65 @@ def validate_overrides(overrides: list[str]) -> None:
                 fail(f"bad override: {first_line(exc)}")
 
 
+FAILURES: list[dict] = []  # jobs of this process's sweep that failed
+SWEEP_SUMMARY = "failures.jsonl"
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record_failure(exc: BaseException) -> None:
+    """One failed job of a sweep: its traceback in the job's dir, one line in the sweep's summary file
+    (appended under a file lock: Slurm jobs may finish at once), and a line on stderr; the sweep goes on."""
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "error.txt").write_text("".join(traceback.format_exception(exc)))
+    reason = (
+        first_line(exc) if isinstance(exc, PercontrastError) else f"{type(exc).__name__}: {first_line(exc)}"
+    )
+    entry = {
+        "job": hydra_cfg.job.num,
+        "overrides": " ".join(hydra_cfg.overrides.task),
+        "reason": reason,
+        "dir": str(job_dir),
+    }
+    summary = Path(hydra_cfg.sweep.dir) / SWEEP_SUMMARY
+    with FileLock(f"{summary}.lock"):
+        with open(summary, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+    entry["summary"] = str(summary)
+    FAILURES.append(entry)
+    print(f"percontrast: job #{entry['job']} ({entry['overrides']}) failed: {reason}", file=sys.stderr)
+
+
 def make_entry(stage: str):
     def entry(cfg):
         try:
             return STAGES[stage](cfg)
         except PercontrastError as exc:
-            fail(str(exc))
+            if not in_multirun():
+                fail(str(exc))
+            record_failure(exc)
+        except Exception as exc:
+            if not in_multirun():
+                raise
+            record_failure(exc)
 
     entry.__name__ = f"percontrast_{stage}"
     return hydra.main(config_path="conf", config_name="config", version_base="1.3")(entry)
+
+
+def report_failures() -> None:
+    """After a sweep: which jobs failed and why, then a non-zero exit."""
+    if not FAILURES:
+        return
+    print(f"percontrast: {len(FAILURES)} job(s) of the sweep failed:", file=sys.stderr)
+    for entry in FAILURES:
+        print(f"  #{entry['job']} {entry['overrides']}: {entry['reason']} ({entry['dir']})", file=sys.stderr)
+    print(f"  summary: {FAILURES[0]['summary']}", file=sys.stderr)
+    sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         validate_overrides([a for a in rest if not a.startswith("-")])
     sys.argv = [f"percontrast-{stage}", *rest]
     make_entry(stage)()
+    report_failures()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -24,13 +25,18 @@ from percontrast_cli.data.sources import load_splits
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import classifier_metrics, load_scores, save_scores, teacher_forced_pass
 from percontrast_cli.evaluate import generate, metrics_table, token_metrics
-from percontrast_cli.fingerprint import fingerprint
 from percontrast_cli.losses import CE, weight_signal
 from percontrast_cli.metrics import meteor, rouge, wordnet
-from percontrast_cli.modeling.load import converted_smollm2, load_model_and_tokenizer, tokenizer_fingerprint
+from percontrast_cli.modeling.load import (
+    converted_smollm2,
+    hub_revision,
+    load_model_and_tokenizer,
+    tokenizer_fingerprint,
+    weights_fingerprint,
+)
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
-from percontrast_cli.progress import console
+from percontrast_cli.progress import say
 from percontrast_cli.train import RoundsRefresh, ScoreTable, fit, total_steps
 
 
@@ -77,43 +83,39 @@ def trim(example: Example, data_cfg) -> Example:
 
 def reuse(kind: str, artifact: Artifact | None) -> Artifact | None:
     if artifact is not None:
-        console.print(f"[dim]skip[/dim] {kind} {artifact.id} exists ({artifact.path})")
+        say(f"[dim]skip[/dim] {kind} {artifact.id} exists ({artifact.path})")
     return artifact
 
 
-def model_location(artifact: Artifact) -> Path | str:
-    """Where a model/checkpoint artifact's weights load from: its own payload or the pretrained source."""
+def load_model(artifact: Artifact, with_model: bool = True):
+    """A model/checkpoint artifact's model and tokenizer: its own payload, or the pretrained source it
+    points at (a local directory, or a hub id pinned to the revision it was registered with)."""
     if (artifact.path / "model").is_dir():
-        return artifact.path / "model"
-    return json.loads((artifact.path / "source.json").read_text())["name_or_path"]
-
-
-def weights_fingerprint(location: str | Path) -> str:
-    """Local directories by their files' names and sizes (and config); hub ids by name."""
-    path = Path(location)
-    if not path.is_dir():
-        return fingerprint({"hub_id": str(location)})
-    files = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
-    return fingerprint({"files": files, "config": (path / "config.json").read_text()})
+        return load_model_and_tokenizer(artifact.path / "model", with_model=with_model)
+    source = json.loads((artifact.path / "source.json").read_text())
+    return load_model_and_tokenizer(source["name_or_path"], with_model, revision=source.get("revision"))
 
 
 def pretrained_model(ctx: Context) -> Artifact:
     """A `model` artifact that points at pretrained weights (embedded SmolLM2, hub id or local dir)."""
     cfg = ctx.cfg
+    revision = None
     if cfg.model.source == "smollm2":
         location: str | Path = converted_smollm2(cfg.paths.cache)
     else:
         location = cfg.model.name_or_path
+        if not Path(location).is_dir():
+            revision = hub_revision(location, cfg.model.get("revision"))
     config = {"model": container(cfg.model)}
-    inputs = {"weights": weights_fingerprint(location)}
+    inputs = {"weights": weights_fingerprint(location, revision, cfg.paths.cache)}
     artifact_id = ctx.store.artifact_id("model", config, inputs)
     if found := reuse("model", ctx.store.find("model", artifact_id)):
         return found
-    _, tokenizer = load_model_and_tokenizer(location, with_model=False)
+    _, tokenizer = load_model_and_tokenizer(location, with_model=False, revision=revision)
     with ctx.store.create("model", artifact_id, config, inputs) as (tmp, manifest):
-        (tmp / "source.json").write_text(json.dumps({"name_or_path": str(location)}))
+        (tmp / "source.json").write_text(json.dumps({"name_or_path": str(location), "revision": revision}))
         manifest["inputs"]["tokenizer"] = tokenizer_fingerprint(tokenizer)
-    console.print(f"[green]registered[/green] model {artifact_id} ({location})")
+    say(f"[green]registered[/green] model {artifact_id} ({location})")
     return ctx.store.find("model", artifact_id)
 
 
@@ -134,7 +136,7 @@ def base_model(ctx: Context, data: TaskData) -> Artifact:
         model.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
         manifest["inputs"]["tokenizer"] = tokenizer_fingerprint(tokenizer)
-    console.print(f"[green]built[/green] model {artifact_id}")
+    say(f"[green]built[/green] model {artifact_id}")
     return ctx.store.find("model", artifact_id)
 
 
@@ -151,9 +153,38 @@ def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: b
             pool=examples,
             chat=cfg.model.chat_template,
         )
-        item["index"] = index
+        item["index"], item["id"] = index, example.id
         items.append(item)
     return items
+
+
+# What identifies each artifact: every setting that can change its result, and nothing else. (Inputs, such
+# as the data, the tokenizer and upstream artifacts, are fingerprinted beside these; so is the package code.)
+NOT_RESULT_KEYS = ("steps", "epochs", "warmup_steps", "log_every", "save_every")
+
+
+def train_identity(cfg) -> dict:
+    """`steps` is recorded apart (train.steps, train.epochs or the warm-up's own steps); the logging and
+    Trainer-checkpoint intervals cannot change the weights; LoRA settings only matter with peft=lora."""
+    train = {k: v for k, v in container(cfg.train).items() if k not in NOT_RESULT_KEYS}
+    if cfg.train.peft != "lora":
+        train.pop("lora")
+    return train
+
+
+def eval_identity(cfg) -> dict:
+    """Decoding settings as used: greedy decoding ignores the seed, temperature and top_p."""
+    decoding = container(cfg.eval)
+    if not cfg.eval.do_sample:
+        decoding.pop("temperature")
+        decoding.pop("top_p")
+    return {
+        "eval": decoding,
+        "counterfactual": cfg.estimator.counterfactual,
+        "tau": cfg.estimator.tau,
+        "prompt": prompt_config(cfg),
+        "seed": cfg.seed if cfg.eval.do_sample else None,
+    }
 
 
 def prompt_config(cfg) -> dict:
@@ -177,9 +208,6 @@ def table_from_records(records) -> ScoreTable:
     return ScoreTable([torch.from_numpy(r.scores) for r in records])
 
 
-NOT_RESULT_KEYS = ("steps", "epochs", "warmup_steps", "log_every", "save_every")
-
-
 def train_checkpoint(
     ctx: Context,
     start: Artifact,
@@ -197,9 +225,7 @@ def train_checkpoint(
     signal = weight_signal(loss_cfg)
     rounds = cfg.estimator.rounds if signal == "pir" and fixed_scores is not None else 1
     config = {
-        # `steps` below is what the run trains for (train.steps, train.epochs or the warm-up's steps); the
-        # logging and Trainer-checkpoint intervals cannot change the weights.
-        "train": {k: v for k, v in container(cfg.train).items() if k not in NOT_RESULT_KEYS},
+        "train": train_identity(cfg),
         "steps": steps,
         # Every CE-equivalent setting (loss=ce with any alpha, alpha 0 for any weighting) trains the same
         # checkpoint.
@@ -219,7 +245,7 @@ def train_checkpoint(
     artifact_id = ctx.store.artifact_id("checkpoint", config, inputs)
     if found := reuse("checkpoint", ctx.store.find("checkpoint", artifact_id)):
         return found
-    model, tokenizer = load_model_and_tokenizer(model_location(start))
+    model, tokenizer = load_model(start)
     if cfg.train.peft == "lora":
         model = wrap_lora(model, cfg.train.lora)
     online = signal == "pir" and fixed_scores is None
@@ -256,7 +282,7 @@ def train_checkpoint(
         save_trained(model, tokenizer, tmp)
         (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
     shutil.rmtree(work_dir, ignore_errors=True)
-    console.print(f"[green]trained[/green] checkpoint {artifact_id} ({tag})")
+    say(f"[green]trained[/green] checkpoint {artifact_id} ({tag})")
     return ctx.store.find("checkpoint", artifact_id)
 
 
@@ -276,7 +302,7 @@ def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     artifact_id = ctx.store.artifact_id("estimate", config, inputs)
     if found := reuse("estimate", ctx.store.find("estimate", artifact_id)):
         return found
-    model, tokenizer = load_model_and_tokenizer(model_location(checkpoint))
+    model, tokenizer = load_model(checkpoint)
     model.to(ctx.device)
     items = encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
     records = teacher_forced_pass(
@@ -286,6 +312,14 @@ def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
 
 
 def publish_estimate(ctx, kind, artifact_id, config, inputs, data, records, what) -> Artifact:
+    for example, record in zip(data.train, records, strict=True):
+        values = record.scores if kind == "estimate" else record.logp
+        if not np.isfinite(values).all():
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise PercontrastError(
+                f"{kind}: non-finite score for example {example.id!r} at target token {bad}: the model "
+                f"({inputs['checkpoint']}) gives NaN or infinite log-probabilities there"
+            )
     metrics = classifier_metrics(records, ctx.cfg.estimator.tau) if kind == "estimate" else {}
     with ctx.store.create(kind, artifact_id, config, inputs, metrics=metrics) as (tmp, _):
         if kind == "estimate":
@@ -296,7 +330,7 @@ def publish_estimate(ctx, kind, artifact_id, config, inputs, data, records, what
     if kind == "estimate":
         shown = f": train-split estimator {shown or 'n/a (no personal-span labels)'}"
         ctx.tracker.summary({f"estimate/{k}": v for k, v in metrics.items()})
-    console.print(f"[green]estimated[/green] {kind} {artifact_id}{what}{shown}")
+    say(f"[green]estimated[/green] {kind} {artifact_id}{what}{shown}")
     return ctx.store.find(kind, artifact_id)
 
 
@@ -334,7 +368,7 @@ def reference_nll(ctx: Context, reference: Artifact, data: TaskData) -> Artifact
     artifact_id = ctx.store.artifact_id("reference", config, inputs)
     if found := reuse("reference", ctx.store.find("reference", artifact_id)):
         return found
-    model, tokenizer = load_model_and_tokenizer(model_location(reference))
+    model, tokenizer = load_model(reference)
     model.to(ctx.device)
     items = encode_items(tokenizer, data.train, cfg, with_counterfactual=False)
     records = teacher_forced_pass(
@@ -370,23 +404,15 @@ def train_with_bootstrap(
 def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     cfg = ctx.cfg
     test = data.test if cfg.eval.limit is None else data.test[: cfg.eval.limit]
-    config = {
-        "eval": container(cfg.eval),
-        "counterfactual": cfg.estimator.counterfactual,
-        "tau": cfg.estimator.tau,
-        "prompt": prompt_config(cfg),
-        "seed": cfg.seed,
-    }
+    config = eval_identity(cfg)
     inputs = {"checkpoint": checkpoint.id, "data": dataset_fingerprint(test)}
     artifact_id = ctx.store.artifact_id("eval", config, inputs)
     if found := reuse("eval", ctx.store.find("eval", artifact_id)):
-        console.print(
-            metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})")
-        )
+        say(metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})"))
         return found
     # Fails before generating when WordNet is missing.
     wn = wordnet(cfg.paths.cache) if cfg.eval.meteor else None
-    model, tokenizer = load_model_and_tokenizer(model_location(checkpoint))
+    model, tokenizer = load_model(checkpoint)
     model.to(ctx.device)
     torch.manual_seed(cfg.seed)
     items = encode_items(tokenizer, test, cfg, with_counterfactual=True)
@@ -412,7 +438,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
                     + "\n"
                 )
     ctx.tracker.summary({f"eval/{k}": v for k, v in metrics.items()})
-    console.print(metrics_table(metrics, f"eval {artifact_id} (checkpoint {checkpoint.id})"))
+    say(metrics_table(metrics, f"eval {artifact_id} (checkpoint {checkpoint.id})"))
     return ctx.store.find("eval", artifact_id)
 
 
@@ -456,7 +482,7 @@ def scored_tokens(ctx: Context, estimate_artifact: Artifact, data: TaskData, ind
         )
     example = data.train[index]
     checkpoint = named_checkpoint(ctx, estimate_artifact.inputs["checkpoint"])
-    _, tokenizer = load_model_and_tokenizer(model_location(checkpoint), with_model=False)
+    _, tokenizer = load_model(checkpoint, with_model=False)
     target = encode_target(
         tokenizer, example, ctx.cfg.model.max_length - MIN_PROMPT_TOKENS, ctx.cfg.model.chat_template
     )

@@ -15,7 +15,7 @@ from percontrast_cli import pipeline, report
 from percontrast_cli.artifacts import ArtifactStore
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.heatmap import html_heatmap, terminal_heatmap
-from percontrast_cli.progress import console
+from percontrast_cli.progress import console, say
 from percontrast_cli.tracking import make_tracker
 from percontrast_cli.validation import validate_config
 
@@ -61,7 +61,7 @@ def print_artifacts(artifacts) -> None:
         table.add_column(column)
     for artifact in artifacts:
         table.add_row(artifact.kind, artifact.id, str(artifact.path))
-    console.print(table)
+    say(table)
 
 
 def stage_estimate(cfg):
@@ -128,7 +128,7 @@ def stage_report(cfg):
         for metric in cfg.report.plot_metrics:
             report.plot_metric_vs_alpha(summary, metric, out_dir / f"{metric}_vs_alpha.png")
         report.plot_token_losses(summary, out_dir / "token_loss_curves.png")
-        console.print(f"report of {len(rows)} evals written to {out_dir}")
+        say(f"report of {len(rows)} evals written to {out_dir}")
         return out_dir
 
 
@@ -155,7 +155,7 @@ def stage_inspect(cfg):
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(html_heatmap(tokens, title, cfg.inspect.top_k))
-        console.print(f"HTML heatmap: {out}")
+        say(f"HTML heatmap: {out}")
         return out
 
 

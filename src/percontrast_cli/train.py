@@ -4,18 +4,20 @@ DFT)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from percontrast_cli.contrast import contrast_scores
 from percontrast_cli.data.encode import IGNORE, Collator, scatter_to_labels
+from percontrast_cli.errors import PercontrastError
 from percontrast_cli.losses import normalized, token_nll, token_weights, weight_signal, weighted_nll
-from percontrast_cli.progress import RichProgressCallback
+from percontrast_cli.progress import RichProgressCallback, say
 
 
 class ScoreTable:
@@ -73,11 +75,38 @@ class PerCETrainer(Trainer):
         values = None
         if weights is not None:
             values = normalized(weights.values, inputs["labels"] != IGNORE, self.loss_cfg.normalize)
+        self.require_finite(nll, values, inputs)
         loss = weighted_nll(nll, inputs["labels"], values, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch is summed over ranks while DDP averages gradients: undo the average.
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+    def require_finite(self, nll: torch.Tensor, weights: torch.Tensor | None, inputs) -> None:
+        """Stop at the first non-finite NLL or weight, naming the step and the examples (the Trainer would
+        otherwise hide a NaN loss in its logs and train on). One host sync per micro-batch, as the Trainer's
+        own NaN filter already does."""
+        target = inputs["labels"] != IGNORE
+        nll_ok = torch.isfinite(nll).logical_or(~target).all(dim=1)
+        weights_ok = torch.ones_like(nll_ok)
+        if weights is not None:
+            weights_ok = torch.isfinite(weights).logical_or(~target).all(dim=1)
+        ok = nll_ok & weights_ok
+        if bool(ok.all()):
+            return
+        rows = (~ok).nonzero().flatten().tolist()
+        names = [self.example_name(inputs, row) for row in rows]
+        what = "token weights (scores)" if not bool(weights_ok.all()) else "token NLL"
+        raise PercontrastError(
+            f"non-finite {what} at training step {self.state.global_step + 1}: example {', '.join(names)}; "
+            "check those examples' scores and the learning rate"
+        )
+
+    def example_name(self, inputs, row: int) -> str:
+        if "index" not in inputs:
+            return f"row {row} of the batch"
+        item = self.train_dataset[int(inputs["index"][row])]
+        return repr(item.get("id", f"#{int(inputs['index'][row])}"))
 
     def track_token_stats(self, nll: torch.Tensor, inputs, weights) -> None:
         target = inputs["labels"] != IGNORE
@@ -178,6 +207,26 @@ def training_arguments(train_cfg, work_dir: Path, steps: int, seed: int, device:
     )
 
 
+def last_complete_checkpoint(work_dir: Path) -> str | None:
+    """The newest Trainer checkpoint that was written to the end: the Trainer writes trainer_state.json
+    last, so a checkpoint without it (a crash while saving) is skipped for the one before."""
+    if not work_dir.is_dir():
+        return None
+    candidates = sorted(
+        (p for p in work_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for path in candidates:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            say(f"[yellow]skip[/yellow] incomplete Trainer checkpoint {path}")
+            continue
+        return str(path)
+    return None
+
+
 def fit(
     model,
     tokenizer,
@@ -207,6 +256,5 @@ def fit(
         callbacks=[RichProgressCallback(description), LogHistory(tracker, description), *extra_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar shows the loss instead
-    resume = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(work_dir))
     return trainer.state.log_history

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from percontrast_cli.data.prompts import COUNTERFACTUALS
+from percontrast_cli.data.sources import SUFFIXES
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.losses import NORMALIZATIONS, WEIGHTINGS
 
@@ -19,28 +20,63 @@ def _at_least(value, name: str, low) -> None:
         raise PercontrastError(f"{name}={value!r} must be a number >= {low}")
 
 
+def _integer(value, name: str, low: int) -> None:
+    """Counts must be whole numbers: `train.steps=2.5` is an error, not a silent 2."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise PercontrastError(f"{name}={value!r} must be an integer >= {low}")
+
+
+def _scheduler_names() -> tuple[str, ...]:
+    from transformers import SchedulerType
+
+    return tuple(s.value for s in SchedulerType)
+
+
 def validate_config(cfg) -> None:
+    _integer(cfg.seed, "seed", 0)
     _choice(cfg.device, "device", ("auto", "cpu", "cuda"))
     _choice(cfg.model.source, "model.source", ("tiny", "smollm2", "hub"))
+    _integer(cfg.model.max_length, "model.max_length", 32)
+    if cfg.model.source == "tiny":
+        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads"):
+            _integer(cfg.model[key], f"model.{key}", 1)
+        if cfg.model.hidden_size % cfg.model.num_heads:
+            raise PercontrastError(
+                f"model.hidden_size={cfg.model.hidden_size} is not divisible by "
+                f"model.num_heads={cfg.model.num_heads}"
+            )
     if cfg.model.source == "hub" and not cfg.model.name_or_path:
         raise PercontrastError("model.source=hub needs model.name_or_path (a hub id or a local directory)")
     _choice(cfg.train.peft, "train.peft", ("none", "lora"))
     _choice(cfg.task.source, "task.source", ("synthetic", "longlamp"))
     if cfg.data.path and not Path(cfg.data.path).exists():
         raise PercontrastError(f"data.path={cfg.data.path!r}: no such file or directory")
+    if cfg.data.path and Path(cfg.data.path).is_file() and Path(cfg.data.path).suffix not in SUFFIXES:
+        raise PercontrastError(
+            f"data.path={cfg.data.path!r}: unsupported file type {Path(cfg.data.path).suffix!r} "
+            f"(use {', '.join(SUFFIXES)})"
+        )
+    test_fraction = cfg.data.test_fraction
+    if (
+        not isinstance(test_fraction, int | float)
+        or isinstance(test_fraction, bool)
+        or not 0 < test_fraction < 1
+    ):
+        raise PercontrastError(f"data.test_fraction={test_fraction!r} must be a number in (0, 1)")
     if cfg.task.source == "longlamp" and not cfg.task.hub_dataset and not cfg.data.path:
         raise PercontrastError(
             f"task={cfg.task.name} is not public: pass its data with data.path=FILE_OR_DIR (LongLaMP schema)"
         )
     _choice(cfg.retrieval.method, "retrieval.method", ("bm25",))
-    _at_least(cfg.retrieval.k, "retrieval.k", 0)
+    _integer(cfg.retrieval.k, "retrieval.k", 0)
     if cfg.data.limit is not None:
-        _at_least(cfg.data.limit, "data.limit", 1)
+        _integer(cfg.data.limit, "data.limit", 1)
     if cfg.data.max_profile_items is not None:
-        _at_least(cfg.data.max_profile_items, "data.max_profile_items", 0)
+        _integer(cfg.data.max_profile_items, "data.max_profile_items", 0)
     _choice(cfg.estimator.counterfactual, "estimator.counterfactual", COUNTERFACTUALS)
     _choice(cfg.estimator.refresh, "estimator.refresh", ("online", "rounds"))
-    _at_least(cfg.estimator.rounds, "estimator.rounds", 1)
+    _integer(cfg.estimator.rounds, "estimator.rounds", 1)
+    _integer(cfg.estimator.batch_size, "estimator.batch_size", 1)
     _at_least(cfg.estimator.tau, "estimator.tau", float("-inf"))
     _choice(cfg.loss.weighting, "loss.weighting", WEIGHTINGS)
     _choice(cfg.loss.normalize, "loss.normalize", NORMALIZATIONS)
@@ -53,7 +89,9 @@ def validate_config(cfg) -> None:
     if not 0 < cfg.loss.keep_ratio <= 1:
         raise PercontrastError(f"loss.keep_ratio={cfg.loss.keep_ratio!r} must be in (0, 1]")
     for key in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
-        _at_least(cfg.train[key], f"train.{key}", 1)
+        _integer(cfg.train[key], f"train.{key}", 1)
+    _integer(cfg.train.lr_warmup_steps, "train.lr_warmup_steps", 0)
+    _choice(cfg.train.scheduler, "train.scheduler", _scheduler_names())
     if cfg.train.epochs is not None and (
         not isinstance(cfg.train.epochs, int | float)
         or isinstance(cfg.train.epochs, bool)
@@ -71,9 +109,11 @@ def validate_config(cfg) -> None:
             f"estimator.rounds={cfg.estimator.rounds} > train.steps={cfg.train.steps}: "
             "each round needs at least one training step"
         )
-    _at_least(cfg.train.warmup_steps, "train.warmup_steps", 0)
+    _integer(cfg.train.warmup_steps, "train.warmup_steps", 0)
     _at_least(cfg.train.lr, "train.lr", 0)
-    _at_least(cfg.eval.batch_size, "eval.batch_size", 1)
-    _at_least(cfg.eval.max_new_tokens, "eval.max_new_tokens", 1)
+    _integer(cfg.eval.batch_size, "eval.batch_size", 1)
+    _integer(cfg.eval.max_new_tokens, "eval.max_new_tokens", 1)
+    if cfg.eval.limit is not None:
+        _integer(cfg.eval.limit, "eval.limit", 1)
     if cfg.tracker.name == "wandb":
         _choice(cfg.tracker.mode, "tracker.mode", ("offline", "online", "disabled"))

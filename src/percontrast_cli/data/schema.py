@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,35 +35,45 @@ def dataset_fingerprint(examples: list[Example]) -> str:
     return fingerprint([e.to_json() for e in examples])
 
 
+def template_fields(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def present(value: Any) -> bool:
+    """A field that has something to show: not missing, not None, not an empty string."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
 def _profile_text(item: Any, template: str | None) -> str | None:
-    """A profile item as text: strings as they are; LongLaMP's dicts through the task's template."""
+    """A profile item as text: strings as they are; LongLaMP's dicts through the task's template when every
+    field it names is present, else the item's own text fields in order (never the template's bare words,
+    never the text "None"); None when the item has no text at all."""
     if isinstance(item, str):
-        return item
+        return item if item.strip() else None
     if isinstance(item, dict):
-        text = template.format_map(_BlankIfMissing(item)) if template else ""
-        if re.search(r"\w", text):
-            return text
-        # No template, or none of its fields present: all text fields, in order.
-        parts = [str(v) for k, v in item.items() if k != "id" and isinstance(v, str) and v]
+        if template and all(present(item.get(name)) for name in template_fields(template)):
+            return template.format_map(item)
+        parts = [v.strip() for k, v in item.items() if k != "id" and isinstance(v, str) and v.strip()]
         return " ".join(parts) if parts else None
     return None
 
 
-class _BlankIfMissing(dict):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
 def validate_row(
-    row: Any, where: str, index: int, user_field: str = "user_id", item_template: str | None = None
+    row: Any, where: str, position: str, user_field: str = "user_id", item_template: str | None = None
 ) -> Example:
-    """Turn one raw row into an Example, or raise an error naming the file, row and field."""
+    """Turn one raw row into an Example, or raise an error naming the file, line (or row) and field."""
 
     def fail(field_name: str, problem: str) -> PercontrastError:
-        return PercontrastError(f"{where}: row {index}: field '{field_name}': {problem}")
+        return PercontrastError(f"{where}: {position}: field '{field_name}': {problem}")
 
     if not isinstance(row, dict):
-        raise PercontrastError(f"{where}: row {index}: expected an object, got {type(row).__name__}")
+        raise PercontrastError(f"{where}: {position}: expected an object, got {type(row).__name__}")
+    if not present(row.get(user_field)):
+        raise fail(
+            user_field,
+            "missing: the user id (task.user_field) keeps test users out of training; set "
+            "task.user_field to the column that names the user",
+        )
     for name in ("input", "output"):
         if name not in row:
             raise fail(name, "missing")
@@ -77,7 +87,7 @@ def validate_row(
     for j, item in enumerate(row["profile"]):
         text = _profile_text(item, item_template)
         if text is None:
-            raise fail(f"profile[{j}]", "expected a string or an object with text fields")
+            raise fail(f"profile[{j}]", "expected a non-empty string or an object with text fields")
         profile.append(text)
     spans = row.get("personal_spans")
     if spans is not None:
@@ -94,8 +104,8 @@ def validate_row(
                 raise fail(f"personal_spans[{j}]", f"expected [start, end] inside the output, got {span!r}")
         spans = tuple((int(a), int(b)) for a, b in spans)
     return Example(
-        id=str(row.get("id", f"{Path(where).stem}-{index}")),
-        user_id=str(row.get(user_field, row.get("user_id", row.get("id", index)))),
+        id=str(row["id"]) if present(row.get("id")) else f"{Path(where).stem}-{position.split()[-1]}",
+        user_id=str(row[user_field]),
         input=row["input"],
         output=row["output"],
         profile=tuple(profile),

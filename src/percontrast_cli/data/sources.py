@@ -12,26 +12,41 @@ from percontrast_cli.data.schema import Example, validate_row
 from percontrast_cli.errors import PercontrastError
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
-Rows = Iterator[tuple[str, int, object]]  # (where, row index, raw row)
+Rows = Iterator[tuple[str, str, object]]  # (where, position: "line 3" / "row 3", 1-based; raw row)
+
+
+def read_utf8(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 are an error naming the file and the 1-based line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise PercontrastError(
+            f"{path}: line {line}: byte 0x{data[exc.start]:02x} at column {column} is not valid UTF-8 "
+            "(save the file as UTF-8)"
+        ) from exc
 
 
 def _json_rows(path: Path) -> Rows:
+    text = read_utf8(path)
     if path.suffix == ".jsonl":
-        for i, line in enumerate(path.read_text().splitlines()):
+        for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    yield str(path), i, json.loads(line)
+                    yield str(path), f"line {number}", json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise PercontrastError(f"{path}: row {i}: not valid JSON ({exc.msg})") from exc
+                    raise PercontrastError(f"{path}: line {number}: not valid JSON ({exc.msg})") from exc
         return
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PercontrastError(f"{path}: not valid JSON ({exc.msg})") from exc
+        raise PercontrastError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
     if not isinstance(data, list):
         raise PercontrastError(f"{path}: expected a JSON list of rows")
-    for i, row in enumerate(data):
-        yield str(path), i, row
+    for number, row in enumerate(data, start=1):
+        yield str(path), f"row {number}", row
 
 
 def file_rows(path: str | Path) -> Rows:
@@ -43,8 +58,9 @@ def file_rows(path: str | Path) -> Rows:
     elif path.suffix == ".parquet":
         import datasets
 
-        for i, row in enumerate(datasets.load_dataset("parquet", data_files=str(path), split="train")):
-            yield str(path), i, row
+        rows = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        for number, row in enumerate(rows, start=1):
+            yield str(path), f"row {number}", row
     else:
         raise PercontrastError(f"{path}: unsupported file type {path.suffix!r} (use {', '.join(SUFFIXES)})")
 
@@ -67,8 +83,8 @@ def hub_rows(dataset: str, config: str, split: str) -> Rows:
             f"is not in the local Hugging Face cache. Download it where the hub is reachable, or pass local "
             f"files with data.path=FILE_OR_DIR ({exc.__class__.__name__})"
         ) from exc
-    for i, row in enumerate(loaded):
-        yield f"{dataset}/{config}/{split}", i, row
+    for number, row in enumerate(loaded, start=1):
+        yield f"{dataset}/{config}/{split}", f"row {number}", row
 
 
 def local_split_files(path: Path) -> dict[str, Path]:
@@ -83,7 +99,20 @@ def local_split_files(path: Path) -> dict[str, Path]:
 
 
 def to_examples(rows: Rows, user_field: str = "user_id", item_template: str | None = None) -> list[Example]:
-    return [validate_row(row, where, i, user_field, item_template) for where, i, row in rows]
+    examples = [validate_row(row, where, pos, user_field, item_template) for where, pos, row in rows]
+    require_unique_ids(examples)
+    return examples
+
+
+def require_unique_ids(examples: list[Example], what: str = "") -> None:
+    """Scores and predictions are keyed by example id: two examples with one id would swap them."""
+    seen: dict[str, Example] = {}
+    for example in examples:
+        if example.id in seen:
+            raise PercontrastError(
+                f"duplicate example id {example.id!r}{what}: every example needs its own id (field 'id')"
+            )
+        seen[example.id] = example
 
 
 def load_examples(path: str | Path) -> list[Example]:
@@ -91,9 +120,14 @@ def load_examples(path: str | Path) -> list[Example]:
     return to_examples(file_rows(path))
 
 
-def split_by_user(examples: list[Example], test_fraction: float) -> dict[str, list[Example]]:
+def split_by_user(examples: list[Example], test_fraction: float, where: str) -> dict[str, list[Example]]:
     """A single file becomes train/test by user (a deterministic hash), so test users are unseen."""
     users = sorted({e.user_id for e in examples})
+    if len(users) < 2:
+        raise PercontrastError(
+            f"{where}: need at least 2 users to split by user, found {len(users)}: give a directory with "
+            "train.* and test.* files instead"
+        )
     test_users = {u for u in users if zlib.crc32(u.encode()) % 1000 < test_fraction * 1000}
     if not test_users or len(test_users) == len(users):  # tiny files: still keep both splits non-empty
         test_users = set(users[-max(1, round(len(users) * test_fraction)) :])
@@ -112,7 +146,7 @@ def load_splits(task_cfg, data_cfg) -> dict[str, list[Example]]:
             files = local_split_files(path)
             splits = {split: to_examples(file_rows(f), *schema) for split, f in files.items()}
         else:
-            splits = split_by_user(to_examples(file_rows(path), *schema), data_cfg.test_fraction)
+            splits = split_by_user(to_examples(file_rows(path), *schema), data_cfg.test_fraction, str(path))
     elif task_cfg.get("hub_dataset"):
         hub = task_cfg.hub_dataset, task_cfg.hub_config
         splits = {
@@ -127,4 +161,5 @@ def load_splits(task_cfg, data_cfg) -> dict[str, list[Example]]:
     for split, examples in splits.items():
         if not examples:
             raise PercontrastError(f"task={task_cfg.name}: the {split} split is empty")
+    require_unique_ids([*splits["train"], *splits["test"]], " across the train and test splits")
     return splits

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -29,22 +30,56 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def load_model_and_tokenizer(name_or_path: str | Path, with_model: bool = True):
-    """Load a causal LM (fp32) and its tokenizer from a local directory, the local HF cache or the hub."""
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def check_model_dir(path: Path, with_model: bool) -> None:
+    """A local model directory has a config and (when weights are needed) a weights file."""
+    if not (path / "config.json").is_file():
+        raise PercontrastError(f"{path}: not a model directory (no config.json)")
+    if with_model and not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise PercontrastError(
+            f"{path}: no model weights in this directory (expected {' or '.join(WEIGHT_FILES[::2])})"
+        )
+
+
+def load_model_and_tokenizer(name_or_path: str | Path, with_model: bool = True, revision: str | None = None):
+    """Load a causal LM (fp32) and its tokenizer from a local directory, the local HF cache or the hub
+    (at ``revision``: a branch, tag or commit; None: the default branch)."""
+    local_dir = Path(name_or_path).is_dir()
+    if local_dir:
+        check_model_dir(Path(name_or_path), with_model)
     # The network only when the hub answers: offline, a missing id fails at once instead of after retries.
-    local_only = Path(name_or_path).is_dir() or not hub_reachable()
+    reachable = False if local_dir else hub_reachable()
+    local_only = local_dir or not reachable
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_only)
+        hub = {} if local_dir else {"revision": revision}
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=local_only, **hub)
         model = None
         if with_model:
             model = AutoModelForCausalLM.from_pretrained(
-                str(name_or_path), dtype="float32", local_files_only=local_only
+                str(name_or_path), dtype="float32", local_files_only=local_only, **hub
             )
     except OSError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if local_dir:
+            raise PercontrastError(
+                f"{name_or_path}: the model directory could not be loaded ({reason})"
+            ) from exc
+        if reachable:
+            raise PercontrastError(
+                f"model {str(name_or_path)!r} could not be loaded from the Hugging Face hub: unknown id, "
+                f"gated model without access, or wrong revision ({reason})"
+            ) from exc
         raise PercontrastError(
-            f"model {str(name_or_path)!r} could not be loaded: it is not a local model directory and the "
-            "Hugging Face hub is unreachable or the id is unknown. Download it where the hub is reachable "
-            "(e.g. `huggingface-cli download <id> --local-dir DIR`) and pass model.name_or_path=DIR"
+            f"model {str(name_or_path)!r} could not be loaded: it is not a local model directory, not in "
+            "the local Hugging Face cache, and the hub is unreachable. Download it where the hub is "
+            "reachable (e.g. `huggingface-cli download <id> --local-dir DIR`), pass model.name_or_path=DIR"
         ) from exc
     if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked out anyway
         tokenizer.pad_token = tokenizer.eos_token
@@ -52,8 +87,46 @@ def load_model_and_tokenizer(name_or_path: str | Path, with_model: bool = True):
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """Identity of a tokenizer's vocabulary and merges: artifacts built with another one are rejected."""
-    return fingerprint(tokenizer.backend_tokenizer.to_str())
+    """Identity of a tokenizer's vocabulary, merges and chat template: artifacts built with another one
+    are rejected (a changed template changes every prompt)."""
+    return fingerprint([tokenizer.backend_tokenizer.to_str(), tokenizer.chat_template])
+
+
+def hub_revision(repo_id: str, revision: str | None) -> str | None:
+    """The commit a hub id (at `revision`) resolves to: asked of the hub when it answers, else read from the
+    local Hugging Face cache; None when neither knows it (loading will then say why)."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:
+        if hub_reachable():
+            return HfApi().model_info(repo_id, revision=revision).sha
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True)).name
+    except Exception:  # unknown id, no access, not cached: the load that follows reports it
+        return None
+
+
+def weights_fingerprint(location: str | Path, revision: str | None, cache_root: str | Path) -> str:
+    """Identity of pretrained weights: local directories by the content of their files (hashes cached by
+    path, size and modification time), hub ids by the commit they resolve to."""
+    path = Path(location)
+    if not path.is_dir():
+        return fingerprint({"hub_id": str(location), "revision": revision})
+    cache_file = Path(cache_root).expanduser() / "content-hashes.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    hashes = {}
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        key = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        hashes[str(file.relative_to(path))] = cache.get(key) or file_sha256(file)
+        cache[key] = hashes[str(file.relative_to(path))]
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache))
+    tmp.replace(cache_file)  # atomic: concurrent runs never read a half-written cache
+    return fingerprint({"files": hashes})
 
 
 def smollm2_gguf() -> Path:
