@@ -4,7 +4,7 @@ import pytest
 
 from percontrast_cli.data import synthetic
 from percontrast_cli.data.encode import encode_target
-from percontrast_cli.data.schema import write_examples
+from percontrast_cli.data.schema import RowSchema, write_examples
 from percontrast_cli.data.sources import file_rows, load_examples, split_by_user, to_examples
 from percontrast_cli.errors import PercontrastError
 
@@ -93,7 +93,7 @@ def review_rows(path, profile):
 )
 def test_profile_items_never_become_template_debris(tmp_path, item, expected):
     path = review_rows(tmp_path / "r.jsonl", [item])
-    (example, _) = to_examples(file_rows(path), "reviewerId", REVIEW_TEMPLATE)
+    (example, _) = to_examples(file_rows(path), RowSchema("reviewerId", REVIEW_TEMPLATE))
     assert example.profile == (expected,)
     assert "None" not in example.profile[0] and 'stars, ""' not in example.profile[0]
 
@@ -101,13 +101,13 @@ def test_profile_items_never_become_template_debris(tmp_path, item, expected):
 def test_profile_item_without_text_is_an_error_naming_line_and_field(tmp_path):
     path = review_rows(tmp_path / "r.jsonl", [{"reviewText": "ok"}, {"overall": 3.0}])
     with pytest.raises(PercontrastError, match=r"r\.jsonl: line 1: field 'profile\[1\]'"):
-        to_examples(file_rows(path), "reviewerId", REVIEW_TEMPLATE)
+        to_examples(file_rows(path), RowSchema("reviewerId", REVIEW_TEMPLATE))
 
 
 def test_missing_user_column_is_an_error_naming_task_user_field(tmp_path):
     path = review_rows(tmp_path / "r.jsonl", ["item"])
     with pytest.raises(PercontrastError, match="field 'author'.*task.user_field"):
-        to_examples(file_rows(path), "author")
+        to_examples(file_rows(path), RowSchema("author"))
 
 
 def test_duplicate_example_ids_are_an_error(tmp_path):

@@ -138,7 +138,7 @@ def test_tiny_and_smollm2_load_through_the_same_path(tmp_path, monkeypatch):
         ctx = pipeline.Context(cfg, ArtifactStore(cfg.paths.artifacts), torch.device("cpu"), NullTracker())
         data = pipeline.load_task(cfg)
         artifact = pipeline.base_model(ctx, data)
-        loaded[name] = load_model_and_tokenizer(pipeline.model_location(artifact))
+        loaded[name] = pipeline.load_model(artifact)
     model, tokenizer = loaded["smollm2"]
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30
     assert (

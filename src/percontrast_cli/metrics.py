@@ -1,10 +1,12 @@
-"""Text metrics as LongLaMP reports them: ROUGE-1 and ROUGE-L F1 (rouge-score, Porter stemming) and METEOR
-(nltk) with WordNet read from local files, never downloaded at run time."""
+"""Text metrics as LongLaMP's official evaluator computes them, offline: ROUGE-1 and ROUGE-L F1 through
+rouge-score (its tokenizer, no stemming unless asked, mean of per-example F1) and METEOR as Hugging Face
+`evaluate`'s `meteor` (NLTK word_tokenize on both sides, alpha 0.9, beta 3, gamma 0.5, mean), with WordNet
+read from local files, never downloaded at run time. Also the official "drop empty" variant (examples with an
+empty generation or target left out) and the count of empty generations."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import warnings
 from functools import lru_cache
@@ -36,10 +38,32 @@ MISSING_WORDNET = (
 )
 
 
-def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+METEOR_PARAMS = {"alpha": 0.9, "beta": 3.0, "gamma": 0.5}  # evaluate's meteor defaults
+
+
+def rouge(predictions: list[str], references: list[str], stemmer: bool = False) -> dict[str, float]:
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=stemmer)
     scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
     return {name: float(np.mean([s[name].fmeasure for s in scores])) for name in ("rouge1", "rougeL")}
+
+
+def text_metrics(
+    predictions: list[str], references: list[str], stemmer: bool = False, wn=None, with_meteor: bool = True
+) -> dict[str, float]:
+    """ROUGE-1/L (and METEOR) over all examples, the same over the examples whose generation and target are
+    both non-empty (`*_drop_empty`: the official scorer's variant), and the number of empty generations."""
+    metrics = rouge(predictions, references, stemmer)
+    if with_meteor:
+        metrics["meteor"] = meteor(predictions, references, wn)
+    kept = [(p, r) for p, r in zip(predictions, references, strict=True) if p.strip() and r.strip()]
+    metrics["empty_generations"] = float(sum(not p.strip() for p in predictions))
+    if kept:
+        preds, refs = (list(x) for x in zip(*kept, strict=True))
+        for name, value in rouge(preds, refs, stemmer).items():
+            metrics[f"{name}_drop_empty"] = value
+        if with_meteor:
+            metrics["meteor_drop_empty"] = meteor(preds, refs, wn)
+    return metrics
 
 
 def find_wordnet_dir() -> Path | None:
@@ -79,16 +103,36 @@ def wordnet(cache_root: str = "~/.cache/percontrast"):
         return LocalWordNet(str(root), None)
 
 
-def words(text: str) -> list[str]:
-    """Word and punctuation tokens, lowercased (nltk's METEOR expects pre-tokenized input)."""
-    return re.findall(r"\w+|[^\w\s]", text.lower())
+@lru_cache(maxsize=1)
+def sentence_splitter():
+    """NLTK's English Punkt model when its data is installed (what `word_tokenize` uses); otherwise Punkt's
+    untrained splitter, which differs from it only on abbreviations it would have learned (e.g. "Dr.")."""
+    import nltk
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+        return lambda text: nltk.sent_tokenize(text, language="english")
+    except LookupError:
+        return PunktSentenceTokenizer().tokenize
+
+
+def word_tokens(text: str) -> list[str]:
+    """NLTK's word_tokenize: sentences, then the Treebank-style word tokenizer on each (case kept)."""
+    from nltk.tokenize import NLTKWordTokenizer
+
+    tokenizer = NLTKWordTokenizer()
+    return [token for sentence in sentence_splitter()(text) for token in tokenizer.tokenize(sentence)]
 
 
 def meteor(predictions: list[str], references: list[str], wn=None) -> float:
-    """Mean sentence METEOR; `wn` is a reader from `wordnet()` (the default cache location when omitted)."""
-    from nltk.translate.meteor_score import meteor_score
+    """Mean METEOR as `evaluate`'s meteor computes it; `wn` is a reader from `wordnet()`."""
+    from nltk.translate.meteor_score import single_meteor_score
 
     wn = wn or wordnet()
     pairs = zip(predictions, references, strict=True)
-    scores = [meteor_score([words(ref)], words(pred), wordnet=wn) for pred, ref in pairs]
+    scores = [
+        single_meteor_score(word_tokens(ref), word_tokens(pred), wordnet=wn, **METEOR_PARAMS)
+        for pred, ref in pairs
+    ]
     return float(np.mean(scores))

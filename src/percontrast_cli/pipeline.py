@@ -19,14 +19,16 @@ from omegaconf import OmegaConf
 
 from percontrast_cli.artifacts import Artifact, ArtifactStore
 from percontrast_cli.data import synthetic
-from percontrast_cli.data.encode import encode_example, end_of_turn_id
+from percontrast_cli.data.encode import CUT, encode_example, end_of_turn_id
+from percontrast_cli.data.prompts import PromptFormat
+from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example, dataset_fingerprint
 from percontrast_cli.data.sources import load_splits
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import classifier_metrics, load_scores, save_scores, teacher_forced_pass
 from percontrast_cli.evaluate import generate, metrics_table, token_metrics
 from percontrast_cli.losses import CE, weight_signal
-from percontrast_cli.metrics import meteor, rouge, wordnet
+from percontrast_cli.metrics import text_metrics, wordnet
 from percontrast_cli.modeling.load import (
     converted_smollm2,
     hub_revision,
@@ -66,19 +68,25 @@ def load_task(cfg) -> TaskData:
     """The task's train/test examples: generated (synthetic), from data.path, or from the hub."""
     task_cfg, data_cfg = cfg.task, cfg.data
     if task_cfg.source == "synthetic" and not data_cfg.path:
+        if cfg.eval.split != "test":
+            raise PercontrastError(
+                f"task={task_cfg.name} generates train and test splits only: use eval.split=test"
+            )
         size = task_cfg.n_train_users, task_cfg.n_test_users, task_cfg.examples_per_user
         splits = synthetic.generate(task_cfg.name, *size, task_cfg.seed)
     else:
-        splits = load_splits(task_cfg, data_cfg)
+        splits = load_splits(task_cfg, data_cfg, cfg.prompt.style, cfg.eval.split)
     trimmed = {name: [trim(e, data_cfg) for e in rows[: data_cfg.limit]] for name, rows in splits.items()}
+    retriever(cfg)  # a retriever that cannot load fails here, before any work
     return TaskData(trimmed["train"], trimmed["test"])
 
 
 def trim(example: Example, data_cfg) -> Example:
     if data_cfg.max_profile_items is None or len(example.profile) <= data_cfg.max_profile_items:
         return example
-    newest = example.profile[len(example.profile) - data_cfg.max_profile_items :]
-    return dataclasses.replace(example, profile=newest)
+    keep = len(example.profile) - data_cfg.max_profile_items
+    texts = None if example.retrieval_texts is None else example.retrieval_texts[keep:]
+    return dataclasses.replace(example, profile=example.profile[keep:], retrieval_texts=texts)
 
 
 def reuse(kind: str, artifact: Artifact | None) -> Artifact | None:
@@ -152,10 +160,27 @@ def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: b
             counterfactual=cfg.estimator.counterfactual if with_counterfactual else None,
             pool=examples,
             chat=cfg.model.chat_template,
+            fmt=PromptFormat.from_config(cfg),
+            retriever=retriever(cfg),
         )
         item["index"], item["id"] = index, example.id
         items.append(item)
+    if cut := sum(item[CUT] for item in items):
+        say(
+            f"[yellow]warning[/yellow]: {cut} of {len(items)} targets are longer than model.max_length="
+            f"{cfg.model.max_length} allows and were cut at the end (without an end token)"
+        )
     return items
+
+
+def retriever(cfg) -> Retriever:
+    """The configured retriever, built once per process (a dense one loads a model)."""
+    return _retriever(cfg.retrieval.method, cfg.retrieval.bm25_tokens, cfg.retrieval.get("model"))
+
+
+@functools.cache
+def _retriever(method: str, bm25_tokens: str, model: str | None) -> Retriever:
+    return Retriever(method, bm25_tokens, model)
 
 
 # What identifies each artifact: every setting that can change its result, and nothing else. (Inputs, such
@@ -190,6 +215,8 @@ def eval_identity(cfg) -> dict:
 def prompt_config(cfg) -> dict:
     """The settings that decide a prompt's ids, for every stage's artifact id."""
     return {
+        "style": container(cfg.prompt),
+        "connector": cfg.task.get("longlamp_connector"),
         "retrieval": container(cfg.retrieval),
         "max_length": cfg.model.max_length,
         "chat_template": cfg.model.chat_template,
@@ -425,9 +452,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     stop_ids = sorted({end_of_turn_id(tokenizer, cfg.model.chat_template), tokenizer.eos_token_id})
     predictions = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
     references = [e.output for e in test]
-    metrics.update(rouge(predictions, references))
-    if cfg.eval.meteor:
-        metrics["meteor"] = meteor(predictions, references, wn)
+    metrics.update(text_metrics(predictions, references, cfg.eval.rouge_stemmer, wn, cfg.eval.meteor))
     extra = {"metrics": metrics, "run_config": container(cfg)}
     with ctx.store.create("eval", artifact_id, config, inputs, **extra) as (tmp, _):
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))

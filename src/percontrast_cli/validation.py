@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from percontrast_cli.data.prompts import COUNTERFACTUALS
+from percontrast_cli.data.prompts import COUNTERFACTUALS, STYLES
+from percontrast_cli.data.retrieval import BM25_TOKENS, METHODS
 from percontrast_cli.data.sources import SUFFIXES
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.losses import NORMALIZATIONS, WEIGHTINGS
@@ -67,7 +68,10 @@ def validate_config(cfg) -> None:
         raise PercontrastError(
             f"task={cfg.task.name} is not public: pass its data with data.path=FILE_OR_DIR (LongLaMP schema)"
         )
-    _choice(cfg.retrieval.method, "retrieval.method", ("bm25",))
+    _choice(cfg.prompt.style, "prompt.style", STYLES)
+    _choice(cfg.retrieval.method, "retrieval.method", METHODS)
+    _choice(cfg.retrieval.bm25_tokens, "retrieval.bm25_tokens", BM25_TOKENS)
+    _choice(cfg.eval.split, "eval.split", ("test", "val"))
     _integer(cfg.retrieval.k, "retrieval.k", 0)
     if cfg.data.limit is not None:
         _integer(cfg.data.limit, "data.limit", 1)

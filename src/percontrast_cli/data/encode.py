@@ -10,11 +10,19 @@ from dataclasses import dataclass
 
 import torch
 
-from percontrast_cli.data.prompts import build_prompt, counterfactual_profile, select_profile
+from percontrast_cli.data.prompts import (
+    PLAIN,
+    PromptFormat,
+    build_prompt,
+    counterfactual_profile,
+    factual_profile,
+)
+from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example
 
 IGNORE = -100
 MIN_PROMPT_TOKENS = 16  # a target longer than max_length minus this is cut at its end (and warned about)
+CUT = "cut"  # item key: the target was cut to fit (it then has no end token: the text did not end there)
 
 
 @dataclass
@@ -22,6 +30,7 @@ class EncodedTarget:
     ids: list[int]
     personal: list[bool]  # per target token: overlaps a ground-truth personal span (False when unknown)
     texts: list[str]  # per target token: its characters in the output (the end-of-sequence token's name last)
+    cut: bool = False  # the output was longer than the budget and lost its end (no end token then)
 
 
 def render_prompt(tokenizer, prompt: str, chat: bool) -> str:
@@ -53,15 +62,21 @@ def encode_target(tokenizer, example: Example, max_tokens: int, chat: bool = Fal
     spans = example.personal_spans or ()
     personal = [any(a < end and b > start for start, end in spans) for a, b in offsets]
     texts = [example.output[a:b] for a, b in offsets]
-    keep = max_tokens - 1
     end = end_of_turn_id(tokenizer, chat)
-    return EncodedTarget(
-        ids[:keep] + [end], personal[:keep] + [False], texts[:keep] + [tokenizer.decode([end])]
-    )
+    if len(ids) + 1 > max_tokens:
+        # Cut: no end token, or the model would learn to stop mid-text.
+        return EncodedTarget(ids[:max_tokens], personal[:max_tokens], texts[:max_tokens], cut=True)
+    return EncodedTarget(ids + [end], personal + [False], texts + [tokenizer.decode([end])])
 
 
 def join(
-    tokenizer, request: str, profile: list[str] | None, target: EncodedTarget, max_length: int, chat: bool
+    tokenizer,
+    request: str,
+    profile: list[str] | None,
+    target: EncodedTarget,
+    max_length: int,
+    chat: bool,
+    fmt: PromptFormat = PLAIN,
 ) -> dict[str, list[int]]:
     """Prompt + target ids with labels on the target only.
 
@@ -73,7 +88,7 @@ def join(
     room = max(max_length - len(target.ids), 1)
     profile = None if profile is None else list(profile)
     while True:
-        prompt = render_prompt(tokenizer, build_prompt(request, profile), chat)
+        prompt = render_prompt(tokenizer, build_prompt(request, profile, fmt), chat)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if len(prompt_ids) <= room or not profile:
             break
@@ -94,15 +109,18 @@ def encode_example(
     counterfactual: str | None,
     pool: list[Example],
     chat: bool = False,
+    fmt: PromptFormat = PLAIN,
+    retriever: Retriever | None = None,
 ) -> dict:
     """One training/scoring item: the factual sequence and, if asked, the counterfactual one."""
     target = encode_target(tokenizer, example, max_length - MIN_PROMPT_TOKENS, chat)
-    profile = select_profile(example, k) if k > 0 else None
-    item = join(tokenizer, example.input, profile, target, max_length, chat)
+    profile = factual_profile(example, k, retriever)
+    item = join(tokenizer, example.input, profile, target, max_length, chat, fmt)
     item["personal"] = target.personal
+    item[CUT] = target.cut
     if counterfactual is not None:
-        cf_profile = counterfactual_profile(example, k, counterfactual, pool)
-        cf = join(tokenizer, example.input, cf_profile, target, max_length, chat)
+        cf_profile = counterfactual_profile(example, k, counterfactual, pool, retriever)
+        cf = join(tokenizer, example.input, cf_profile, target, max_length, chat, fmt)
         item["cf_input_ids"], item["cf_labels"] = cf["input_ids"], cf["labels"]
     return item
 

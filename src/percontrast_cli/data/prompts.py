@@ -1,52 +1,92 @@
 """Prompt building: the factual prompt (with the user's profile) and its counterfactuals.
 
+Two styles (``prompt.style``):
+
+- ``longlamp``, LongLaMP's official construction: each retrieved item as the task's sentence template
+  (``task.longlamp_item``), the sentences joined with ``", and "``, then the task's connector
+  (``task.longlamp_connector``) and the row's ``input``;
+- ``plain``, this project's layout: ``User profile:`` with one ``- item`` line each, then ``Request: <input>``
+  and ``Response:``.
+
 The counterfactual is the causal intervention of PerContrast: the same request and target, with the profile
-removed (``drop``, identical to the k=0 prompt), left as an empty slot (``empty``), or replaced by another
-user's profile (``other_user``).
+removed (``drop``: the prompt built from no items, identical to the k=0 prompt; in the longlamp style that is
+the connector and the input alone), left as an empty slot (``empty``: the plain style's empty ``User
+profile:`` section; the longlamp style has no slot, so it equals ``drop``), or replaced by another user's
+items retrieved for this request (``other_user``).
 """
 
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
-from percontrast_cli.data.retrieval import top_k
+from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example
 from percontrast_cli.errors import PercontrastError
 
 COUNTERFACTUALS = ("drop", "empty", "other_user")
+STYLES = ("longlamp", "plain")
 
 
-def build_prompt(request: str, profile: list[str] | None) -> str:
-    """``profile=None`` leaves the profile section out entirely; ``[]`` keeps an empty slot."""
+@dataclass(frozen=True)
+class PromptFormat:
+    style: str = "plain"
+    connector: str = ""  # longlamp style: the text between the joined items and the input
+
+    @classmethod
+    def from_config(cls, cfg) -> PromptFormat:
+        return cls(cfg.prompt.style, cfg.task.get("longlamp_connector") or "")
+
+
+PLAIN = PromptFormat()
+
+
+def build_prompt(request: str, profile: list[str] | None, fmt: PromptFormat = PLAIN) -> str:
+    """``profile=None`` leaves the profile out entirely; ``[]`` keeps an empty slot (plain style)."""
+    if fmt.style == "longlamp":
+        return ", and ".join(profile or []) + fmt.connector + request
     head = ""
     if profile is not None:
         head = "User profile:\n" + "".join(f"- {doc}\n" for doc in profile) + "\n"
     return f"{head}Request: {request}\nResponse:\n"
 
 
-def select_profile(example: Example, k: int, request: str | None = None) -> list[str]:
-    """The k profile items most relevant to the request (BM25), most relevant first."""
-    return list(top_k(request or example.input, example.profile, k))
+def select_profile(
+    example: Example, k: int, retriever: Retriever | None = None, request: Example | None = None
+) -> list[str]:
+    """The k items of `example`'s profile most relevant to `request`'s query (default: its own), most
+    relevant first."""
+    request = request or example
+    order = (retriever or Retriever()).top_k(request.query, example.corpus, k, seed_key=request.id)
+    return [example.profile[i] for i in order]
 
 
-def factual_prompt(example: Example, k: int) -> str:
-    return build_prompt(example.input, select_profile(example, k) if k > 0 else None)
+def factual_profile(example: Example, k: int, retriever: Retriever | None = None) -> list[str] | None:
+    return select_profile(example, k, retriever) if k > 0 else None
 
 
-def counterfactual_profile(example: Example, k: int, mode: str, others: list[Example]) -> list[str] | None:
-    """The profile the counterfactual prompt shows: None (section removed), [] (empty slot) or another
-    user's items retrieved for this request."""
+def factual_prompt(example: Example, k: int, fmt: PromptFormat = PLAIN, retriever=None) -> str:
+    return build_prompt(example.input, factual_profile(example, k, retriever), fmt)
+
+
+def counterfactual_profile(
+    example: Example, k: int, mode: str, others: list[Example], retriever: Retriever | None = None
+) -> list[str] | None:
+    """The profile the counterfactual prompt shows: None (removed), [] (empty slot) or another user's items
+    retrieved for this request."""
     if mode == "drop":
         return None
     if mode == "empty":
         return []
     if mode == "other_user":
-        return select_profile(other_user_example(example, others), k, request=example.input)
+        return select_profile(other_user_example(example, others), k, retriever, request=example)
     raise PercontrastError(f"estimator.counterfactual={mode!r} is not one of {', '.join(COUNTERFACTUALS)}")
 
 
-def counterfactual_prompt(example: Example, k: int, mode: str, others: list[Example]) -> str:
-    return build_prompt(example.input, counterfactual_profile(example, k, mode, others))
+def counterfactual_prompt(
+    example: Example, k: int, mode: str, others: list[Example], fmt: PromptFormat = PLAIN, retriever=None
+) -> str:
+    return build_prompt(example.input, counterfactual_profile(example, k, mode, others, retriever), fmt)
 
 
 def other_user_example(example: Example, pool: list[Example]) -> Example:

@@ -18,9 +18,21 @@ class Example:
     user_id: str
     input: str
     output: str
-    profile: tuple[str, ...]
+    profile: tuple[str, ...]  # each profile item as the prompt shows it
     # Character spans of `output` that depend on the user (synthetic tasks only; None on real data).
     personal_spans: tuple[tuple[int, int], ...] | None = field(default=None)
+    # What retrieval ranks (LongLaMP: each item's corpus text, and the query taken from the input); None:
+    # the profile items and the input themselves.
+    retrieval_texts: tuple[str, ...] | None = field(default=None)
+    retrieval_query: str | None = field(default=None)
+
+    @property
+    def query(self) -> str:
+        return self.input if self.retrieval_query is None else self.retrieval_query
+
+    @property
+    def corpus(self) -> tuple[str, ...]:
+        return self.profile if self.retrieval_texts is None else self.retrieval_texts
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
@@ -28,7 +40,35 @@ class Example:
         row["personal_spans"] = (
             None if self.personal_spans is None else [list(s) for s in self.personal_spans]
         )
+        for key in ("retrieval_texts", "retrieval_query"):  # absent unless set: older fingerprints hold
+            if row[key] is None:
+                del row[key]
+        if self.retrieval_texts is not None:
+            row["retrieval_texts"] = list(self.retrieval_texts)
         return row
+
+
+@dataclass(frozen=True)
+class RowSchema:
+    """How a task's raw rows map to examples (LongLaMP: one per task config; see conf/task/*.yaml)."""
+
+    user_field: str = "user_id"
+    item_template: str | None = None  # a profile object as prompt text (the prompt style's template)
+    retrieval_template: str | None = None  # a profile object as retrieval corpus text (None: the prompt text)
+    query_after: str | None = None  # the retrieval query is the input's text after this marker
+    word_limits: dict[str, int] = field(default_factory=dict)  # field -> words kept (abstract: 750)
+
+    @classmethod
+    def from_task(cls, task_cfg, style: str) -> RowSchema:
+        get = task_cfg.get
+        template = get("longlamp_item") if style == "longlamp" else get("profile_template")
+        return cls(
+            user_field=get("user_field", "user_id"),
+            item_template=template or get("profile_template"),
+            retrieval_template=get("retrieval_text"),
+            query_after=get("query_after"),
+            word_limits=dict(get("word_limits") or {}),
+        )
 
 
 def dataset_fingerprint(examples: list[Example]) -> str:
@@ -44,24 +84,40 @@ def present(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
-def _profile_text(item: Any, template: str | None) -> str | None:
+def _field_text(value: Any, limit: int | None) -> str:
+    """A field as text: numbers as the hub stores them (5.0 stays "5.0"), words cut to `limit`."""
+    text = str(value)
+    if limit is not None:
+        words = text.split()
+        text = " ".join(words[:limit]) if len(words) > limit else text
+    return text
+
+
+def _profile_text(item: Any, template: str | None, word_limits: dict[str, int] | None = None) -> str | None:
     """A profile item as text: strings as they are; LongLaMP's dicts through the task's template when every
     field it names is present, else the item's own text fields in order (never the template's bare words,
     never the text "None"); None when the item has no text at all."""
     if isinstance(item, str):
         return item if item.strip() else None
     if isinstance(item, dict):
+        limits = word_limits or {}
         if template and all(present(item.get(name)) for name in template_fields(template)):
-            return template.format_map(item)
-        parts = [v.strip() for k, v in item.items() if k != "id" and isinstance(v, str) and v.strip()]
+            return template.format_map({k: _field_text(v, limits.get(k)) for k, v in item.items()})
+        parts = [
+            _field_text(v.strip(), limits.get(k))
+            for k, v in item.items()
+            if k not in ("id", "author") and isinstance(v, str) and v.strip()
+        ]
         return " ".join(parts) if parts else None
     return None
 
 
-def validate_row(
-    row: Any, where: str, position: str, user_field: str = "user_id", item_template: str | None = None
-) -> Example:
+PROJECT_SCHEMA = RowSchema()  # this project's own files (the synthetic tasks' schema)
+
+
+def validate_row(row: Any, where: str, position: str, schema: RowSchema = PROJECT_SCHEMA) -> Example:
     """Turn one raw row into an Example, or raise an error naming the file, line (or row) and field."""
+    user_field = schema.user_field
 
     def fail(field_name: str, problem: str) -> PercontrastError:
         return PercontrastError(f"{where}: {position}: field '{field_name}': {problem}")
@@ -83,12 +139,18 @@ def validate_row(
         raise fail("profile", "missing (the user's earlier documents)")
     if not isinstance(row["profile"], list):
         raise fail("profile", f"expected a list, got {type(row['profile']).__name__}")
-    profile = []
+    profile, corpus = [], []
     for j, item in enumerate(row["profile"]):
-        text = _profile_text(item, item_template)
+        text = _profile_text(item, schema.item_template, schema.word_limits)
         if text is None:
             raise fail(f"profile[{j}]", "expected a non-empty string or an object with text fields")
         profile.append(text)
+        if schema.retrieval_template is not None:
+            corpus.append(_profile_text(item, schema.retrieval_template) or text)
+    query = row.get("retrieval_query")
+    if schema.query_after is not None:
+        marker = row["input"].find(schema.query_after)
+        query = row["input"][marker + len(schema.query_after) :].strip() if marker >= 0 else None
     spans = row.get("personal_spans")
     if spans is not None:
         if not isinstance(spans, list):
@@ -110,7 +172,14 @@ def validate_row(
         output=row["output"],
         profile=tuple(profile),
         personal_spans=spans,
+        retrieval_texts=tuple(corpus) if schema.retrieval_template is not None else _texts(row),
+        retrieval_query=query,
     )
+
+
+def _texts(row: dict) -> tuple[str, ...] | None:
+    texts = row.get("retrieval_texts")
+    return None if texts is None else tuple(str(t) for t in texts)
 
 
 def write_examples(examples: list[Example], path: str | Path) -> None:

@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from percontrast_cli.data.schema import Example, validate_row
+from percontrast_cli.data.schema import PROJECT_SCHEMA, Example, RowSchema, validate_row
 from percontrast_cli.errors import PercontrastError
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -72,36 +72,60 @@ def hub_rows(dataset: str, config: str, split: str) -> Rows:
 
     from percontrast_cli.modeling.load import hub_reachable
 
-    if not hub_reachable():  # go straight to the cache instead of retrying the network
+    reachable = hub_reachable()
+    if not reachable:  # go straight to the cache instead of retrying the network
         huggingface_hub.constants.HF_HUB_OFFLINE = True
         datasets.config.HF_HUB_OFFLINE = True
     try:
         loaded = datasets.load_dataset(dataset, config, split=split)
     except Exception as exc:  # datasets raises several types for "not found / not cached"
+        reason = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        if reachable:
+            raise PercontrastError(
+                f"dataset {dataset} ({config}, split {split}) could not be loaded from the hub ({reason})"
+            ) from exc
         raise PercontrastError(
             f"dataset {dataset} ({config}, split {split}) could not be loaded: the hub is unreachable and it "
             f"is not in the local Hugging Face cache. Download it where the hub is reachable, or pass local "
-            f"files with data.path=FILE_OR_DIR ({exc.__class__.__name__})"
+            f"files with data.path=FILE_OR_DIR ({reason})"
         ) from exc
     for number, row in enumerate(loaded, start=1):
         yield f"{dataset}/{config}/{split}", f"row {number}", row
 
 
-def local_split_files(path: Path) -> dict[str, Path]:
-    """A directory holding train.* and test.* files (any of the supported suffixes)."""
+SPLITS = ("train", "val", "test")
+
+
+def local_split_files(path: Path, needed: tuple[str, ...]) -> dict[str, Path]:
+    """A directory holding train.*, test.* and (optionally, for eval.split=val) val.* files."""
     found = {}
-    for split in ("train", "test"):
+    for split in SPLITS:
         matches = [path / f"{split}{s}" for s in SUFFIXES if (path / f"{split}{s}").is_file()]
-        if not matches:
+        if matches:
+            found[split] = matches[0]
+        elif split in needed:
             raise PercontrastError(f"{path}: no {split}{{{','.join(SUFFIXES)}}} file in this data directory")
-        found[split] = matches[0]
     return found
 
 
-def to_examples(rows: Rows, user_field: str = "user_id", item_template: str | None = None) -> list[Example]:
-    examples = [validate_row(row, where, pos, user_field, item_template) for where, pos, row in rows]
+def to_examples(rows: Rows, schema: RowSchema = PROJECT_SCHEMA) -> list[Example]:
+    examples = [validate_row(row, where, pos, schema) for where, pos, row in rows]
     require_unique_ids(examples)
     return examples
+
+
+def require_disjoint_users(splits: dict[str, list[Example]], where: str) -> None:
+    """split_style=user promises that evaluation users were never trained on."""
+    train_users = {e.user_id for e in splits["train"]}
+    for name, examples in splits.items():
+        if name == "train":
+            continue
+        shared = sorted(train_users & {e.user_id for e in examples})
+        if shared:
+            raise PercontrastError(
+                f"{where}: user {shared[0]!r} is in both the train and the {name} split ({len(shared)} "
+                "shared users); with task.split_style=user the splits must not share users"
+            )
 
 
 def require_unique_ids(examples: list[Example], what: str = "") -> None:
@@ -137,22 +161,33 @@ def split_by_user(examples: list[Example], test_fraction: float, where: str) -> 
     }
 
 
-def load_splits(task_cfg, data_cfg) -> dict[str, list[Example]]:
-    """Train and test examples from data.path (any task) or from the task's hub dataset."""
-    schema = task_cfg.get("user_field", "user_id"), task_cfg.get("profile_template")
+def load_splits(
+    task_cfg, data_cfg, style: str = "plain", eval_split: str = "test"
+) -> dict[str, list[Example]]:
+    """The train split and the evaluation split (`eval_split`: test, or val for model selection) from
+    data.path (any task) or from the task's hub dataset (its train / val / test splits)."""
+    schema = RowSchema.from_task(task_cfg, style)
+    needed = ("train", eval_split)
     if data_cfg.path:
         path = Path(data_cfg.path)
         if path.is_dir():
-            files = local_split_files(path)
-            splits = {split: to_examples(file_rows(f), *schema) for split, f in files.items()}
+            files = local_split_files(path, needed)
+            splits = {split: to_examples(file_rows(f), schema) for split, f in files.items()}
+            if task_cfg.get("split_style", "user") == "user":
+                require_disjoint_users(splits, str(path))
+            splits = {name: splits[name] for name in needed}
         else:
-            splits = split_by_user(to_examples(file_rows(path), *schema), data_cfg.test_fraction, str(path))
+            if eval_split != "test":
+                raise PercontrastError(
+                    f"eval.split={eval_split} needs a data directory with train.*, val.* and test.* files; "
+                    f"data.path={path} is a single file (split into train and test by user)"
+                )
+            splits = split_by_user(to_examples(file_rows(path), schema), data_cfg.test_fraction, str(path))
     elif task_cfg.get("hub_dataset"):
         hub = task_cfg.hub_dataset, task_cfg.hub_config
-        splits = {
-            "train": to_examples(hub_rows(*hub, task_cfg.train_split), *schema),
-            "test": to_examples(hub_rows(*hub, task_cfg.test_split), *schema),
-        }
+        names = {"train": task_cfg.get("train_split", "train"), "test": task_cfg.get("test_split", "test")}
+        names["val"] = task_cfg.get("val_split", "val")
+        splits = {split: to_examples(hub_rows(*hub, names[split]), schema) for split in needed}
     else:
         raise PercontrastError(
             f"task={task_cfg.name} has no public dataset: point data.path at a .jsonl/.json/.parquet file "
@@ -161,5 +196,5 @@ def load_splits(task_cfg, data_cfg) -> dict[str, list[Example]]:
     for split, examples in splits.items():
         if not examples:
             raise PercontrastError(f"task={task_cfg.name}: the {split} split is empty")
-    require_unique_ids([*splits["train"], *splits["test"]], " across the train and test splits")
-    return splits
+    require_unique_ids([e for rows in splits.values() for e in rows], " across the splits")
+    return {"train": splits["train"], "test": splits[eval_split]}
