@@ -52,7 +52,9 @@ lint: install-dev
 	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/ruff format --check src tests scripts
 
-bench: install
+# CE / PerCE vs a plain HF Trainer and TRL's SFTTrainer, tiny and LongLaMP shapes (long on 2 CPU cores).
+bench: install-real
+	$(PIP) -e ".[bench]"
 	$(PY) scripts/bench_train.py
 
 # Every number and plot of the README's Results section (long: about two hours on 2 CPU cores).

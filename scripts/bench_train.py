@@ -1,15 +1,31 @@
-"""Training throughput and peak memory of CE vs PerCE (online refresh) on the same data and model.
+"""Training step time, throughput and peak memory: this project's CE and PerCE against the trainers users
+would pick instead, on the same model, data and batches.
 
-    python scripts/bench_train.py [steps=40] [hydra overrides, e.g. model.hidden_size=256 train.batch_size=8]
+    python scripts/bench_train.py [shape=tiny|longlamp|all] [steps=60] [repeats=3] [warmup=5]
+    make bench
 
-Each loss runs in its own child process (so peak memory is its own): the same tiny model and tokenizer,
-the same batches. Prints tokens/s, seconds per step, peak memory, and the PerCE/CE time ratio.
+Contenders (each run in its own child process, so its peak memory is its own; the contenders take turns in
+every repeat, and the table reports medians over repeats of the per-run median step time):
+
+- ``ours_ce``, ``ours_perce``: this project's Trainer (logits only on the label tail; PerCE with online
+  refresh: one extra no-grad forward on the counterfactual sequence);
+- ``ours_ce_full_logits``: the same CE computed the way this project did before target-only logits
+  (right-padded batches, full-vocabulary logits at every position, copied to fp32): the "today" reference;
+- ``hf_trainer``: a plain ``transformers.Trainer`` with the model's own loss (labels on the target only);
+- ``trl_sft``: TRL's ``SFTTrainer`` with a completion-only loss (``pip install trl``; skipped without it).
+
+Shapes: ``tiny`` (the default tiny model, synthetic_email, batch 16) and ``longlamp`` (the embedded
+SmolLM2-135M, prompts of ~1,500 tokens of retrieved profile items, targets of ~300 tokens, batch 1 on CPU).
+Peak memory: resident set size of the child process on CPU, peak allocated memory on a GPU.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import random
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -17,17 +33,13 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
-from percontrast_cli import pipeline
-from percontrast_cli.artifacts import ArtifactStore
-from percontrast_cli.losses import is_weighted
-from percontrast_cli.modeling.load import load_model_and_tokenizer
-from percontrast_cli.stages import quiet_libraries
-from percontrast_cli.tracking import NullTracker
-from percontrast_cli.train import fit
-
-WARMUP_STEPS = 5  # first steps (allocation, lazy init) are not timed
+CONTENDERS = ("ours_ce", "ours_perce", "ours_ce_full_logits", "hf_trainer", "trl_sft")
+SHAPES = {
+    "tiny": {"overrides": ["train.batch_size=16"], "steps": 60},
+    "longlamp": {"overrides": ["model=smollm2", "train.batch_size=1", "model.max_length=2048"], "steps": 3},
+}
 
 
 class StepTimer(TrainerCallback):
@@ -35,6 +47,8 @@ class StepTimer(TrainerCallback):
         self.times: list[float] = []
 
     def on_step_begin(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         self.start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -43,79 +57,218 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def run_one(loss_name: str, overrides: list[str], steps: int, base_dir: str, queue) -> None:
-    quiet_libraries()
+def compose_config(overrides: list[str]):
     with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[f"loss={loss_name}", *overrides])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    store = ArtifactStore(base_dir)
-    data = pipeline.load_task(cfg)
-    ctx = pipeline.Context(cfg, store, device, NullTracker())
-    base = pipeline.base_model(ctx, data)
-    model, tokenizer = load_model_and_tokenizer(base.path / "model")
-    online = is_weighted(cfg.loss)
-    items = pipeline.encode_items(tokenizer, data.train, cfg, with_counterfactual=online)
+        return compose("config", overrides=overrides)
+
+
+def longlamp_examples(n: int, seed: int = 0):
+    """Examples shaped like LongLaMP review writing: 15 profile items of ~75 words, a ~230-word target."""
+    from percontrast_cli.data.schema import Example
+
+    rng = random.Random(seed)
+    words = (
+        "the a product quality price works well after week battery sound light heavy fits size colour "
+        "delivery box setup easy hard return service would buy again recommend kitchen garden travel "
+        "music phone camera screen cable charger shoes jacket coffee kettle lamp chair desk bag"
+    ).split()
+
+    def text(k: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(k)).capitalize() + "."
+
+    return [
+        Example(
+            id=f"ex{i}",
+            user_id=f"u{i}",
+            input=f"Write the review for product {i}: {text(20)}",
+            output=text(230),
+            profile=tuple(text(75) for _ in range(15)),
+        )
+        for i in range(n)
+    ]
+
+
+def prepare(shape: str, work: Path) -> None:
+    """Builds the shape's model directory and encoded items once, so every contender gets identical ones."""
+    from percontrast_cli import pipeline
+    from percontrast_cli.artifacts import ArtifactStore
+    from percontrast_cli.tracking import NullTracker
+
+    cfg = compose_config([*SHAPES[shape]["overrides"], "retrieval.k=15"])
+    ctx = pipeline.Context(cfg, ArtifactStore(work / "store"), torch.device("cpu"), NullTracker())
+    if shape == "longlamp":
+        examples = longlamp_examples(16)
+        data = pipeline.TaskData(examples, examples)
+    else:
+        data = pipeline.load_task(cfg)
+    model, tokenizer = pipeline.load_model(ctx, pipeline.base_model(ctx, data), training=True)
+    model.save_pretrained(work / "model")
+    tokenizer.save_pretrained(work / "model")
+    items = pipeline.encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
+    (work / "items.json").write_text(json.dumps([{k: v for k, v in i.items() if k != "cut"} for i in items]))
+
+
+def right_padded(pad_id: int):
+    """A plain collator: right padding, labels on the target only (what the HF Trainer path uses)."""
+
+    def collate(rows: list[dict]) -> dict:
+        width = max(len(r["input_ids"]) for r in rows)
+        pad = [width - len(r["input_ids"]) for r in rows]
+        return {
+            "input_ids": torch.tensor(
+                [r["input_ids"] + [pad_id] * p for r, p in zip(rows, pad, strict=True)]
+            ),
+            "labels": torch.tensor([r["labels"] + [-100] * p for r, p in zip(rows, pad, strict=True)]),
+            "attention_mask": torch.tensor(
+                [[1] * len(r["input_ids"]) + [0] * p for r, p in zip(rows, pad, strict=True)]
+            ),
+        }
+
+    return collate
+
+
+def run_one(contender: str, shape: str, work: str, steps: int, warmup: int, queue) -> None:
+    from percontrast_cli.losses import CE, token_nll, weighted_nll
+    from percontrast_cli.modeling.load import load_model_and_tokenizer
+    from percontrast_cli.stages import quiet_libraries
+    from percontrast_cli.tracking import NullTracker
+    from percontrast_cli.train import PerCETrainer, fit, training_arguments
+
+    quiet_libraries()
+    cfg = compose_config(SHAPES[shape]["overrides"])
+    train_cfg = cfg.train.copy()
+    train_cfg.log_every = train_cfg.save_every = 10**9
+    work_dir = Path(work)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_model_and_tokenizer(work_dir / "model")
+    items = json.loads((work_dir / "items.json").read_text())
     timer = StepTimer()
-    fit(
-        model,
-        tokenizer,
-        items,
-        train_cfg=cfg.train,
-        loss_cfg=cfg.loss,
-        online_refresh=online,
-        steps=steps + WARMUP_STEPS,
-        seed=cfg.seed,
-        work_dir=Path(base_dir) / f"work-{loss_name}",
-        device=device.type,
-        tracker=NullTracker(),
-        description=f"bench {loss_name}",
-        extra_callbacks=(timer,),
-    )
-    timed = timer.times[WARMUP_STEPS:]
-    tokens_per_step = (
-        cfg.train.batch_size * cfg.train.grad_accum * sum(len(i["input_ids"]) for i in items) / len(items)
-    )
+    total = steps + warmup
+    args = training_arguments(train_cfg, work_dir / f"run-{contender}", total, 0, device)
+    plain = [{"input_ids": i["input_ids"], "labels": i["labels"]} for i in items]
+
+    if contender in ("ours_ce", "ours_perce"):
+        loss_cfg = (
+            compose_config([*SHAPES[shape]["overrides"], "loss=perce"]).loss
+            if contender == "ours_perce"
+            else CE
+        )
+        fit(
+            model, tokenizer, items, train_cfg=train_cfg, loss_cfg=loss_cfg,
+            online_refresh=contender == "ours_perce", steps=total, seed=0,
+            work_dir=work_dir / f"run-{contender}", device=device, tracker=NullTracker(),
+            description=contender, extra_callbacks=(timer,),
+        )  # fmt: skip
+    elif contender == "ours_ce_full_logits":
+
+        class FullLogits(PerCETrainer):
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+                return weighted_nll(
+                    token_nll(logits, inputs["labels"]), inputs["labels"], None, num_items_in_batch
+                )
+
+        trainer = FullLogits(
+            model=model, args=args, train_dataset=plain, data_collator=right_padded(tokenizer.pad_token_id),
+            loss_cfg=CE, online_refresh=False, callbacks=[timer],
+        )  # fmt: skip
+        trainer.train()
+    elif contender == "hf_trainer":
+        trainer = Trainer(
+            model=model, args=args, train_dataset=plain, data_collator=right_padded(tokenizer.pad_token_id),
+            callbacks=[timer],
+        )  # fmt: skip
+        trainer.train()
+    else:
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
+
+        rows = [
+            {"input_ids": i["input_ids"], "completion_mask": [int(x != -100) for x in i["labels"]]}
+            for i in items
+        ]
+        shared = {k: v for k, v in args.to_dict().items() if k in SFTConfig.__dataclass_fields__}
+        sft_args = SFTConfig(**shared, completion_only_loss=True, max_length=None, packing=False)
+        trainer = SFTTrainer(
+            model=model, args=sft_args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+            callbacks=[timer],
+        )  # fmt: skip
+        trainer.train()
+
+    timed = timer.times[warmup:]
+    tokens = statistics.mean(len(i["input_ids"]) for i in items) * train_cfg.batch_size * train_cfg.grad_accum
     peak = (
         torch.cuda.max_memory_allocated()
-        if device.type == "cuda"
+        if device == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
-    queue.put(
-        {
-            "loss": loss_name,
-            "sec_per_step": sum(timed) / len(timed),
-            "tokens_per_s": tokens_per_step * len(timed) / sum(timed),
-            "peak_bytes": peak,
-            "device": str(device),
-        }
-    )
+    step = statistics.median(timed)
+    queue.put({"contender": contender, "s_per_step": step, "tokens_per_s": tokens / step, "peak": peak})
+
+
+def trl_available() -> bool:
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bench(shape: str, steps: int, repeats: int, warmup: int) -> dict:
+    contenders = [c for c in CONTENDERS if c != "trl_sft" or trl_available()]
+    results: dict[str, list[dict]] = {c: [] for c in contenders}
+    with tempfile.TemporaryDirectory() as work:
+        prepare(shape, Path(work))
+        ctx = mp.get_context("spawn")
+        for repeat in range(repeats):
+            for contender in contenders:  # interleaved: drift on the machine hits every contender alike
+                queue = ctx.Queue()
+                proc = ctx.Process(target=run_one, args=(contender, shape, work, steps, warmup, queue))
+                proc.start()
+                results[contender].append(queue.get())
+                proc.join()
+                step = results[contender][-1]["s_per_step"]
+                print(f"  {shape} repeat {repeat + 1}/{repeats} {contender}: {step:.4f} s/step", flush=True)
+    return {
+        c: {key: statistics.median(r[key] for r in runs) for key in ("s_per_step", "tokens_per_s", "peak")}
+        for c, runs in results.items()
+    }
+
+
+def report(shape: str, table: dict, steps: int, repeats: int) -> None:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"\n### {shape} ({device}, {steps} timed steps, {repeats} interleaved repeats, medians)\n")
+    print("| contender | s/step | tokens/s | peak MiB | time vs ours_ce |")
+    print("|---|---|---|---|---|")
+    base = table["ours_ce"]["s_per_step"]
+    for name, row in table.items():
+        print(
+            f"| {name} | {row['s_per_step']:.4f} | {row['tokens_per_s']:,.0f} | {row['peak'] / 2**20:,.0f} "
+            f"| {row['s_per_step'] / base:.3f}x |"
+        )
+    ce = table["ours_ce"]
+    lines = [f"ours_perce / ours_ce time: {table['ours_perce']['s_per_step'] / ce['s_per_step']:.3f}x"]
+    for peer in ("hf_trainer", "trl_sft"):
+        if peer in table:
+            lines.append(f"ours_ce / {peer} time: {ce['s_per_step'] / table[peer]['s_per_step']:.3f}x")
+    old = table["ours_ce_full_logits"]
+    lines.append(f"peak memory, full-logits CE / ours_ce: {old['peak'] / ce['peak']:.2f}x")
+    print("\n" + "\n".join(lines))
 
 
 def main(argv: list[str]) -> None:
-    steps = 40
-    overrides = []
+    options = {"shape": "all", "repeats": "3", "warmup": None, "steps": None}
     for arg in argv:
-        if arg.startswith("steps="):
-            steps = int(arg.split("=", 1)[1])
-        else:
-            overrides.append(arg)
-    overrides = ["train.save_every=100000", "train.log_every=100000", *overrides]
-    results = []
-    with tempfile.TemporaryDirectory() as base_dir:
-        ctx = mp.get_context("spawn")
-        for loss_name in ("ce", "perce"):
-            queue = ctx.Queue()
-            proc = ctx.Process(target=run_one, args=(loss_name, overrides, steps, base_dir, queue))
-            proc.start()
-            results.append(queue.get())
-            proc.join()
-    print(f"device {results[0]['device']}, {steps} timed steps (peak: RSS on CPU, allocated on GPU)")
-    print(f"{'loss':<6} {'s/step':>8} {'tokens/s':>10} {'peak MiB':>9}")
-    for r in results:
-        mib = r["peak_bytes"] / 2**20
-        print(f"{r['loss']:<6} {r['sec_per_step']:>8.4f} {r['tokens_per_s']:>10.0f} {mib:>9.0f}")
-    ratio = results[1]["sec_per_step"] / results[0]["sec_per_step"]
-    print(f"PerCE/CE time per step: {ratio:.3f}x (target <= 1.4x)")
+        key, _, value = arg.partition("=")
+        if key not in options:
+            raise SystemExit(f"unknown option {arg!r}; options: {', '.join(options)}")
+        options[key] = value
+    shapes = list(SHAPES) if options["shape"] == "all" else [options["shape"]]
+    for shape in shapes:
+        steps = int(options["steps"] or SHAPES[shape]["steps"])
+        warmup = int(options["warmup"] or (5 if shape == "tiny" else 1))
+        table = bench(shape, steps, int(options["repeats"]), warmup)
+        report(shape, table, steps, int(options["repeats"]))
 
 
 if __name__ == "__main__":

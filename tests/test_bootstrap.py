@@ -6,11 +6,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from percontrast_cli.contrast import contrast_scores, has_active_dropout, target_logprobs
+from percontrast_cli.contrast import contrast_scores, has_active_dropout, target_nll
 from percontrast_cli.data.encode import IGNORE, Collator, encode_example
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import TokenRecord, classifier_metrics
 from percontrast_cli.evaluate import generate, prompt_ids
+from percontrast_cli.losses import token_nll
+from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.modeling.lora import wrap_lora
 from percontrast_cli.tracking import NullTracker
 from percontrast_cli.train import RoundsRefresh, ScoreTable, fit, total_steps
@@ -30,23 +32,18 @@ def test_online_scores_ignore_dropout_identical_prompts_give_exactly_zero(model,
                 param.normal_(0, 0.5)
     batch = Collator(tokenizer.pad_token_id)(training_items)
     # the counterfactual is the factual sequence itself: the profile's effect is zero by construction
-    batch.update(
-        cf_input_ids=batch["input_ids"], cf_attention_mask=batch["attention_mask"], cf_labels=batch["labels"]
-    )
+    for key in ("input_ids", "attention_mask", "position_ids", "labels"):
+        batch[f"cf_{key}"] = batch[key]
     lora.train()
     assert has_active_dropout(lora)
     torch.manual_seed(0)
-    training_logits = lora(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    scores = contrast_scores(lora, batch, factual_logits=training_logits)
+    training_nll = token_nll(target_logits(lora, batch), tail(batch["labels"], batch["keep"]))
+    scores = contrast_scores(lora, batch, factual_nll=training_nll)
     assert torch.count_nonzero(scores) == 0
     assert lora.training  # the training mode is restored
     # what reusing the training pass would have measured: dropout noise, not zero
     lora.eval()
-    with torch.no_grad():
-        clean = lora(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    noise = target_logprobs(training_logits.detach(), batch["labels"]) - target_logprobs(
-        clean, batch["labels"]
-    )
+    noise = target_nll(lora, batch) - training_nll.detach()
     assert noise.abs().max() > 1e-4
 
 
@@ -56,9 +53,8 @@ def test_without_dropout_the_training_pass_is_reused(model, tokenizer, training_
     assert not has_active_dropout(model)
     calls = []
     model.register_forward_hook(lambda *args: calls.append(1))
-    with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    contrast_scores(model, batch, factual_logits=logits)
+    nll = token_nll(target_logits(model, batch), tail(batch["labels"], batch["keep"]))
+    contrast_scores(model, batch, factual_nll=nll)
     assert len(calls) == 2  # the training pass + one counterfactual pass
 
 
@@ -67,9 +63,9 @@ class RecordingTable(ScoreTable):
         super().__init__(values)
         self.seen: list[int] = []
 
-    def lookup(self, index, labels):
-        self.seen.extend(index.tolist())
-        return super().lookup(index, labels)
+    def lookup(self, batch):
+        self.seen.extend(batch["index"].tolist())
+        return super().lookup(batch)
 
 
 class RecordingRefresh(RoundsRefresh):
@@ -144,9 +140,11 @@ def test_generation_starts_from_the_scoring_prompt_ids_with_pinned_decoding(mode
     test = splits["test"]
     # a budget small enough that the prompt is truncated: re-rendering the prompt would give other ids
     items = [encode_example(tokenizer, e, k=5, max_length=96, counterfactual="drop", pool=test) for e in test]
-    scoring = Collator(tokenizer.pad_token_id)(items)
+    scoring = Collator(tokenizer.pad_token_id)(
+        items
+    )  # left-padded: the prompt is the real tokens before labels
     scoring_prompts = [
-        row[: int((labels == IGNORE).logical_and(mask.bool()).sum())].tolist()
+        row[mask.bool() & (labels == IGNORE)].tolist()
         for row, labels, mask in zip(
             scoring["input_ids"], scoring["labels"], scoring["attention_mask"], strict=True
         )
@@ -167,8 +165,10 @@ def test_generation_starts_from_the_scoring_prompt_ids_with_pinned_decoding(mode
     eval_cfg = OmegaConf.create(
         {"batch_size": 3, "max_new_tokens": 4, "do_sample": False, "temperature": 0.4, "top_p": 0.9}
     )
-    outputs = generate(model, tokenizer, items, eval_cfg, torch.device("cpu"), stop_ids=[7, 2])
-    assert seen == scoring_prompts == [prompt_ids(item) for item in items]
+    outputs, throughput = generate(model, tokenizer, items, eval_cfg, torch.device("cpu"), stop_ids=[7, 2])
+    # generation batches by prompt length: compare as sets of rows, and the outputs come back in item order
+    assert sorted(seen) == sorted(scoring_prompts) and scoring_prompts == [prompt_ids(item) for item in items]
+    assert throughput["generated_tokens"] > 0 and throughput["generation_tokens_per_s"] > 0
     assert any(len(p) < len(tokenizer(e.input)["input_ids"]) + 60 for p, e in zip(seen, test, strict=True))
     assert len(outputs) == len(test)
     for config, model_default in configs:
@@ -191,3 +191,30 @@ def test_estimator_precision_recall_f1_at_tau():
     assert metrics["estimator_f1"] == pytest.approx(2 / 3)
     assert metrics["estimator_auroc"] == pytest.approx(5 / 6)
     assert classifier_metrics([record], tau=2.5)["estimator_recall"] == pytest.approx(1 / 3)
+
+
+def test_length_sorted_generation_and_scoring_return_results_in_item_order(model, tokenizer, splits):
+    examples = splits["train"]
+    items = [
+        encode_example(tokenizer, e, k=k, max_length=256, counterfactual="drop", pool=examples)
+        for k, e in zip([5, 0, 3, 1, 4, 2, 0, 5], examples, strict=True)
+    ]  # prompts of varied lengths
+
+    def echo(input_ids, attention_mask, generation_config):  # "generates" the prompt's last two tokens
+        return torch.cat([input_ids, input_ids[:, -2:]], dim=1)
+
+    model.generate = echo
+    eval_cfg = OmegaConf.create(
+        {"batch_size": 3, "max_new_tokens": 2, "do_sample": False, "temperature": 1.0, "top_p": 1.0}
+    )
+    outputs, _ = generate(model, tokenizer, items, eval_cfg, torch.device("cpu"), stop_ids=[2])
+    assert outputs == [tokenizer.decode(prompt_ids(item)[-2:], skip_special_tokens=True) for item in items]
+
+    from percontrast_cli.estimate import teacher_forced_pass
+
+    batched = teacher_forced_pass(model, tokenizer.pad_token_id, items, 3, torch.device("cpu"), "t")
+    single = teacher_forced_pass(model, tokenizer.pad_token_id, items, 1, torch.device("cpu"), "t")
+    for item, a, b in zip(items, batched, single, strict=True):
+        assert len(a.logp) == sum(1 for x in item["labels"] if x != IGNORE)
+        np.testing.assert_allclose(a.logp, b.logp, atol=1e-4)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)

@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from percontrast_cli.contrast import contrast_scores
-from percontrast_cli.data.encode import Collator, encode_example
+from percontrast_cli.data.encode import Collator, encode_example, flat_targets
 from percontrast_cli.data.prompts import counterfactual_prompt, factual_prompt
 from percontrast_cli.estimate import teacher_forced_pass
 
@@ -12,7 +13,7 @@ def test_score_equals_hand_computed_logprob_difference(model, tokenizer, splits)
         tokenizer, example, k=5, max_length=1024, counterfactual="drop", pool=splits["train"]
     )
     batch = Collator(tokenizer.pad_token_id)([item])
-    scores = contrast_scores(model, batch)
+    scores = flat_targets(contrast_scores(model, batch), batch)
 
     target = tokenizer(example.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert len(scores) == len(target)
@@ -60,7 +61,8 @@ def test_dataset_pass_matches_batch_scores(model, tokenizer, splits):
         model, tokenizer.pad_token_id, items, batch_size=3, device="cpu", description="t"
     )
     for item, record in zip(items, records, strict=True):
-        single = contrast_scores(model, Collator(tokenizer.pad_token_id)([item]))
+        batch = Collator(tokenizer.pad_token_id)([item])
+        single = flat_targets(contrast_scores(model, batch), batch)
         torch.testing.assert_close(torch.from_numpy(record.scores), single, atol=1e-4, rtol=1e-4)
         assert record.personal.sum() > 0
 
@@ -77,3 +79,52 @@ def test_other_user_counterfactual_never_uses_the_same_user(splits):
     same_user = [e for e in pool if e.user_id == pool[0].user_id]
     with pytest.raises(PercontrastError, match="at least two users"):
         other_user_example(pool[0], same_user)
+
+
+def full_logits_nll(model, items):
+    """The reference: each sequence alone (no padding), full-vocabulary logits at every position."""
+    rows = []
+    for item in items:
+        logits = model(input_ids=torch.tensor([item["input_ids"]])).logits[0, :-1].float()
+        labels = torch.tensor(item["labels"][1:])
+        nll = torch.nn.functional.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+        rows.append(nll[labels != -100])
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_target_only_logits_match_the_full_path(tokenizer, splits, tied):
+    """Loss, gradients and PerContrast scores of the left-padded, tail-logits path equal those of full
+    logits on each unpadded sequence, for a model with tied embeddings and one without."""
+    from percontrast_cli.losses import token_nll, weighted_nll
+    from percontrast_cli.modeling.forward import tail, target_logits
+    from percontrast_cli.modeling.tiny import build_tiny_model
+
+    from .conftest import TINY
+
+    model = build_tiny_model(TINY, tokenizer, seed=1)
+    if not tied:
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() + 0.01)
+    model.eval()
+    examples = splits["train"][:4]
+    items = [
+        encode_example(tokenizer, e, k=k, max_length=256, counterfactual="drop", pool=examples)
+        for k, e in zip([5, 1, 3, 0], examples, strict=True)  # different prompt lengths: real padding
+    ]
+    batch = Collator(tokenizer.pad_token_id)(items)
+    logits = target_logits(model, batch)
+    assert logits.shape[1] == batch["keep"] < batch["input_ids"].shape[1]  # only the tail was projected
+    labels = tail(batch["labels"], batch["keep"])
+    ours = weighted_nll(token_nll(logits, labels), labels)
+    (grads_ours,) = torch.autograd.grad(ours, [model.model.embed_tokens.weight])
+    reference_nll = full_logits_nll(model, items)
+    reference = reference_nll.mean()
+    (grads_ref,) = torch.autograd.grad(reference, [model.model.embed_tokens.weight])
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads_ours, grads_ref, atol=1e-6, rtol=1e-4)
+    with torch.no_grad():
+        scores = flat_targets(contrast_scores(model, batch), batch)
+        cf_items = [{"input_ids": i["cf_input_ids"], "labels": i["cf_labels"]} for i in items]
+        reference_scores = full_logits_nll(model, cf_items) - full_logits_nll(model, items)
+    torch.testing.assert_close(scores, reference_scores, atol=1e-4, rtol=1e-4)

@@ -133,3 +133,28 @@ def test_baselines_train_and_evaluate(tmp_path):
         logged = [h for h in history if "weight_mean" in h]
         assert logged and all(0.0 <= h["weight_at_min"] <= 1.0 for h in logged), name
     assert len(artifact_ids(root, "eval")) == 3
+
+
+def test_two_identical_runs_at_once_build_each_artifact_once(tmp_path):
+    """A parallel sweep's race: both processes need the same artifacts in one outputs directory."""
+    root = tmp_path / "out"
+    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
+    command = [sys.executable, "-m", "percontrast_cli.cli", "run", "experiment=miniature"]
+    procs = [
+        subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate()[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    for kind, count in (("model", 1), ("checkpoint", 2), ("estimate", 1), ("eval", 1)):
+        ids = artifact_ids(root, kind)
+        assert len(ids) == count, (kind, ids)
+        for artifact_id in ids:  # complete: a manifest whose payload list matches the files
+            manifest = json.loads((root / "artifacts" / kind / artifact_id / "manifest.json").read_text())
+            assert all((root / "artifacts" / kind / artifact_id / f).is_file() for f in manifest["payload"])
+    assert not list((root / "artifacts").glob("*/.tmp-*"))
+    joined = "\n".join(outputs)
+    assert "skip eval" in joined or "waiting for" in joined  # the second one reused what the first built
+    assert sum(out.count("trained checkpoint") for out in outputs) == 2  # warm-up + main, each trained once

@@ -209,7 +209,9 @@ def test_trainer_step_under_accumulation_matches_full_batch_cross_entropy(model,
     ]
     full = collate(rows)
     model.zero_grad()
-    out = model(input_ids=full["input_ids"], attention_mask=full["attention_mask"])
+    out = model(
+        input_ids=full["input_ids"], attention_mask=full["attention_mask"], position_ids=full["position_ids"]
+    )
     ref = reference_ce_vocab(out.logits, full["labels"])
     ref.backward()
     grads_ref = {n: p.grad.clone() for n, p in model.named_parameters()}

@@ -33,7 +33,7 @@ TRAIN = OmegaConf.create(
         "max_grad_norm": 1.0,
         "log_every": 1,
         "save_every": 100,
-        "bf16": False,
+        "group_by_length": False,
     }
 )
 PERCE = loss_config("perce")
@@ -66,7 +66,9 @@ def test_chat_label_mask_is_exactly_target_plus_end_of_turn(chat_tokenizer, spli
     batch = Collator(chat_tokenizer.pad_token_id)([item, short])
     row = batch["labels"][1]
     assert (row != IGNORE).sum() == len([x for x in short["labels"] if x != IGNORE])
-    assert row[len(short["labels"]) - 1] == end and (row[len(short["labels"]) :] == IGNORE).all()
+    # left padding: the short row's pad ids (== end-of-turn) come first and are never labels
+    pad = len(row) - len(short["labels"])
+    assert row[-1] == end and (row[:pad] == IGNORE).all() and (batch["input_ids"][1, :pad] == end).all()
 
 
 def test_lora_perce_step_changes_only_adapter_weights(model, tokenizer, training_items, tmp_path):

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from percontrast_cli import __version__
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.fingerprint import fingerprint
@@ -117,6 +119,37 @@ class Artifact:
 class ArtifactStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.held: dict[tuple[str, str], FileLock] = {}
+
+    def claim(self, kind: str, artifact_id: str) -> Artifact | None:
+        """The artifact if it exists; otherwise None, with this process holding the (kind, id) lock until it
+        publishes the artifact (or its stage ends): two jobs that need the same artifact (a parallel sweep,
+        Slurm jobs on a shared file system) build it once, and the second waits, then reuses it."""
+        found = self.find(kind, artifact_id)
+        if found is not None:
+            return found
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(locks / f"{kind}-{artifact_id}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            say(f"[yellow]waiting[/yellow] for {kind} {artifact_id}: another process is building it")
+            lock.acquire()
+        self.held[(kind, artifact_id)] = lock
+        found = self.find(kind, artifact_id)
+        if found is not None:  # built by the process we waited for
+            self.release(kind, artifact_id)
+        return found
+
+    def release(self, kind: str, artifact_id: str) -> None:
+        lock = self.held.pop((kind, artifact_id), None)
+        if lock is not None:
+            lock.release()
+
+    def release_all(self) -> None:
+        for kind, artifact_id in list(self.held):
+            self.release(kind, artifact_id)
 
     def artifact_id(self, kind: str, config: Any, inputs: dict[str, Any]) -> str:
         return fingerprint({"kind": kind, "config": config, "inputs": inputs, "code": code_fingerprint()})
@@ -205,13 +238,15 @@ class ArtifactStore:
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             if final.exists() and incomplete_reason(final) is not None:
                 self.move_aside(final, incomplete_reason(final))
-            if final.exists():  # a concurrent identical job won the race; its result is equivalent
+            if final.exists():  # built meanwhile without the lock (a hand copy): its result is equivalent
                 shutil.rmtree(tmp)
             else:
                 tmp.rename(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            self.release(kind, artifact_id)
 
 
 def load_artifact(path: str | Path) -> Artifact:

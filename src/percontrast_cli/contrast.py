@@ -1,22 +1,21 @@
-"""PerContrast: per-token log-probability differences between the factual and counterfactual contexts."""
+"""PerContrast: per-token log-probability differences between the factual and counterfactual contexts.
+
+Values are label-aligned on the batch's tail (modeling.forward): ``(batch, keep)``, 0 away from targets.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from percontrast_cli.data.encode import IGNORE
 from percontrast_cli.losses import token_nll
-
-
-def target_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities of the target tokens, flattened row by row (padding and prompt excluded)."""
-    return -token_nll(logits, labels)[labels != IGNORE]
+from percontrast_cli.modeling.forward import tail, target_logits
 
 
 @torch.no_grad()
-def sequence_target_logprobs(model, input_ids, attention_mask, labels) -> torch.Tensor:
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return target_logprobs(logits, labels)
+def target_nll(model, batch: dict, prefix: str = "") -> torch.Tensor:
+    """Teacher-forced NLL (fp32) of every target token of the (``prefix``: counterfactual) sequences."""
+    logits = target_logits(model, batch, prefix)
+    return token_nll(logits, tail(batch[f"{prefix}labels"], batch["keep"]))
 
 
 def has_active_dropout(model) -> bool:
@@ -29,28 +28,22 @@ def has_active_dropout(model) -> bool:
     return float(getattr(getattr(model, "config", None), "attention_dropout", 0.0) or 0.0) > 0
 
 
-def contrast_scores(model, batch: dict[str, torch.Tensor], factual_logits: torch.Tensor | None = None):
-    """``s_t = log p(y_t | x, P) - log p(y_t | x, P')`` for every target token of the batch, flattened.
+def contrast_scores(model, batch: dict, factual_nll: torch.Tensor | None = None) -> torch.Tensor:
+    """``s_t = log p(y_t | x, P) - log p(y_t | x, P')`` for every target token, on the batch's tail.
 
     Both passes are teacher-forced, gradient-free and run in eval mode, so both see the same deterministic
-    network. Inside training the loss's own forward pass is reused as the factual pass (detached) when it
-    was deterministic: online refresh then costs one extra no-grad forward pass. When dropout was active in
-    that pass (its logits carry dropout noise the counterfactual pass would not), the factual pass is run
-    again in eval mode instead: otherwise ``s_t`` would measure dropout noise as well as the profile.
+    network. Inside training the loss's own per-token NLL is reused as the factual pass (detached) when that
+    pass was deterministic: online refresh then costs one extra no-grad forward pass, on the counterfactual
+    sequence (the short one: it lacks the profile), and no second cross-entropy over the factual logits. When
+    dropout was active in the loss's pass (its NLL carries noise the counterfactual pass would not), the
+    factual pass is run again in eval mode: otherwise ``s_t`` would measure dropout noise as well.
     """
-    reuse = factual_logits is not None and not has_active_dropout(model)
+    reuse = factual_nll is not None and not has_active_dropout(model)
     was_training = model.training
     model.eval()
     try:
-        if reuse:
-            factual = target_logprobs(factual_logits.detach(), batch["labels"])
-        else:
-            factual = sequence_target_logprobs(
-                model, batch["input_ids"], batch["attention_mask"], batch["labels"]
-            )
-        counterfactual = sequence_target_logprobs(
-            model, batch["cf_input_ids"], batch["cf_attention_mask"], batch["cf_labels"]
-        )
+        factual = factual_nll.detach() if reuse else target_nll(model, batch)
+        counterfactual = target_nll(model, batch, prefix="cf_")
     finally:
         model.train(was_training)
-    return factual - counterfactual
+    return counterfactual - factual

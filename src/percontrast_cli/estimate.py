@@ -7,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-from percontrast_cli.contrast import sequence_target_logprobs, target_logprobs
-from percontrast_cli.data.encode import IGNORE, Collator
+from percontrast_cli.contrast import target_nll
+from percontrast_cli.data.encode import Collator, flat_targets, target_count
+from percontrast_cli.losses import token_nll
+from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.progress import track
 
 
@@ -29,33 +32,38 @@ class TokenRecord:
         return self.logp - self.cf_logp
 
 
+def by_length(items: list[dict], key: str = "input_ids") -> list[int]:
+    """Item positions, longest first: batches of similar lengths pad less (results go back in order)."""
+    return sorted(range(len(items)), key=lambda i: -len(items[i][key]))
+
+
 @torch.no_grad()
 def teacher_forced_pass(
     model, pad_id: int, items: list[dict], batch_size: int, device, description: str, counterfactual=True
 ):
-    """One factual and (unless ``counterfactual=False``) one counterfactual forward per batch, in eval mode;
-    returns a TokenRecord per item."""
+    """One factual and (unless ``counterfactual=False``) one counterfactual forward per batch, in eval mode,
+    logits only on the label tails; items are batched by length and the records returned in item order."""
     model.eval()
     collate = Collator(pad_id)
-    records: list[TokenRecord] = []
+    order = by_length(items)
+    records: list[TokenRecord | None] = [None] * len(items)
     starts = range(0, len(items), batch_size)
     for start in track(starts, total=len(starts), description=description):
-        chunk = items[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(chunk).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logp = target_logprobs(logits, batch["labels"])
-        shift_labels = batch["labels"][:, 1:]
-        correct = (logits[:, :-1].argmax(-1) == shift_labels)[shift_labels != IGNORE]
-        cf_logp = logp  # placeholder of the right shape, dropped below
-        if counterfactual:
-            cf_logp = sequence_target_logprobs(
-                model, batch["cf_input_ids"], batch["cf_attention_mask"], batch["cf_labels"]
-            )
-        personal = batch["personal"][batch["labels"] != IGNORE]
-        lengths = [sum(1 for x in item["labels"] if x != IGNORE) for item in chunk]
-        for piece in zip(*(t.cpu().split(lengths) for t in (logp, cf_logp, correct, personal)), strict=True):
+        positions = order[start : start + batch_size]
+        chunk = [items[i] for i in positions]
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(chunk).items()}
+        logits = target_logits(model, batch)
+        labels = tail(batch["labels"], batch["keep"])
+        logp = -token_nll(logits, labels)
+        correct = F.pad(logits[:, :-1].argmax(-1) == labels[:, 1:], (1, 0))
+        cf_logp = -target_nll(model, batch, prefix="cf_") if counterfactual else logp
+        values = [flat_targets(t, batch).cpu() for t in (logp, cf_logp, correct, batch["personal"])]
+        lengths = [target_count(item) for item in chunk]
+        for position, piece in zip(
+            positions, zip(*(v.split(lengths) for v in values), strict=True), strict=True
+        ):
             record = TokenRecord(*(p.float().numpy() if p.is_floating_point() else p.numpy() for p in piece))
-            records.append(record if counterfactual else replace(record, cf_logp=None))
+            records[position] = record if counterfactual else replace(record, cf_logp=None)
     return records
 
 

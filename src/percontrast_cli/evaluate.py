@@ -3,6 +3,8 @@ estimator's AUROC against the ground-truth personal spans."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from rich.table import Table
@@ -49,17 +51,22 @@ def decoding_config(eval_cfg, pad_id: int, stop_ids: list[int]) -> GenerationCon
 
 
 @torch.no_grad()
-def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: list[int]) -> list[str]:
+def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: list[int]):
     """Batched generation from the items' prompt ids, left-padded (decoder-only models continue from the
-    last prompt token), stopping at any of ``stop_ids`` (the end-of-turn token the model was trained on)."""
+    last prompt token), stopping at any of ``stop_ids`` (the end-of-turn token the model was trained on).
+    Batches group prompts of similar length; predictions come back in item order, with the throughput."""
     model.eval()
     config = decoding_config(eval_cfg, tokenizer.pad_token_id, stop_ids)
     saved, model.generation_config = model.generation_config, config
-    outputs: list[str] = []
+    outputs: list[str | None] = [None] * len(items)
+    prompts_all = [prompt_ids(item) for item in items]
+    order = sorted(range(len(items)), key=lambda i: -len(prompts_all[i]))  # similar lengths pad less
     starts = range(0, len(items), eval_cfg.batch_size)
+    generated_tokens, started = 0, time.perf_counter()
     try:
         for start in track(starts, total=len(starts), description="generate"):
-            prompts = [prompt_ids(item) for item in items[start : start + eval_cfg.batch_size]]
+            positions = order[start : start + eval_cfg.batch_size]
+            prompts = [prompts_all[i] for i in positions]
             width = max(len(p) for p in prompts)
             input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
             attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -68,10 +75,27 @@ def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: li
                 attention_mask=attention_mask.to(device),
                 generation_config=config,
             )
-            outputs.extend(tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
+            new_tokens = generated[:, width:]
+            generated_tokens += int(count_generated(new_tokens, stop_ids).sum())
+            for position, text in zip(
+                positions, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+            ):
+                outputs[position] = text
     finally:
         model.generation_config = saved
-    return outputs
+    seconds = time.perf_counter() - started
+    return outputs, {
+        "generated_tokens": float(generated_tokens),
+        "generation_tokens_per_s": generated_tokens / seconds,
+    }
+
+
+def count_generated(new_tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
+    """Tokens each row generated, up to and including its first stop token (the padding after it, which
+    generate adds to finished rows, not counted)."""
+    stops = torch.isin(new_tokens, torch.tensor(stop_ids, device=new_tokens.device))
+    full = torch.full((new_tokens.shape[0],), new_tokens.shape[1], device=new_tokens.device)
+    return torch.where(stops.any(1), stops.float().argmax(1) + 1, full)
 
 
 def metrics_table(metrics: dict[str, float], title: str) -> Table:

@@ -33,6 +33,7 @@ from percontrast_cli.modeling.load import (
     converted_smollm2,
     hub_revision,
     load_model_and_tokenizer,
+    resolve_dtype,
     tokenizer_fingerprint,
     weights_fingerprint,
 )
@@ -95,13 +96,24 @@ def reuse(kind: str, artifact: Artifact | None) -> Artifact | None:
     return artifact
 
 
-def load_model(artifact: Artifact, with_model: bool = True):
+def weights_dtype(ctx: Context, training: bool) -> torch.dtype:
+    """model.dtype resolved for this device. Training keeps fp32 master weights (bf16 then runs as autocast,
+    see train.training_arguments); scoring and generation load bf16 weights directly."""
+    if training:
+        return torch.float32
+    return resolve_dtype(ctx.cfg.model.dtype, ctx.device)
+
+
+def load_model(ctx: Context, artifact: Artifact, with_model: bool = True, training: bool = False):
     """A model/checkpoint artifact's model and tokenizer: its own payload, or the pretrained source it
     points at (a local directory, or a hub id pinned to the revision it was registered with)."""
+    dtype = weights_dtype(ctx, training)
     if (artifact.path / "model").is_dir():
-        return load_model_and_tokenizer(artifact.path / "model", with_model=with_model)
+        return load_model_and_tokenizer(artifact.path / "model", with_model=with_model, dtype=dtype)
     source = json.loads((artifact.path / "source.json").read_text())
-    return load_model_and_tokenizer(source["name_or_path"], with_model, revision=source.get("revision"))
+    return load_model_and_tokenizer(
+        source["name_or_path"], with_model, revision=source.get("revision"), dtype=dtype
+    )
 
 
 def pretrained_model(ctx: Context) -> Artifact:
@@ -117,7 +129,7 @@ def pretrained_model(ctx: Context) -> Artifact:
     config = {"model": container(cfg.model)}
     inputs = {"weights": weights_fingerprint(location, revision, cfg.paths.cache)}
     artifact_id = ctx.store.artifact_id("model", config, inputs)
-    if found := reuse("model", ctx.store.find("model", artifact_id)):
+    if found := reuse("model", ctx.store.claim("model", artifact_id)):
         return found
     _, tokenizer = load_model_and_tokenizer(location, with_model=False, revision=revision)
     with ctx.store.create("model", artifact_id, config, inputs) as (tmp, manifest):
@@ -135,7 +147,7 @@ def base_model(ctx: Context, data: TaskData) -> Artifact:
     config = {"model": container(cfg.model), "seed": cfg.seed}
     inputs = {"data": data.train_fp}
     artifact_id = ctx.store.artifact_id("model", config, inputs)
-    if found := reuse("model", ctx.store.find("model", artifact_id)):
+    if found := reuse("model", ctx.store.claim("model", artifact_id)):
         return found
     texts = [t for e in data.train for t in (e.input, e.output, *e.profile)]
     tokenizer = train_tokenizer(texts, cfg.model.vocab_size)
@@ -270,9 +282,9 @@ def train_checkpoint(
         "tokenizer": tokenizer_fp,
     }
     artifact_id = ctx.store.artifact_id("checkpoint", config, inputs)
-    if found := reuse("checkpoint", ctx.store.find("checkpoint", artifact_id)):
+    if found := reuse("checkpoint", ctx.store.claim("checkpoint", artifact_id)):
         return found
-    model, tokenizer = load_model(start)
+    model, tokenizer = load_model(ctx, start, training=True)
     if cfg.train.peft == "lora":
         model = wrap_lora(model, cfg.train.lora)
     online = signal == "pir" and fixed_scores is None
@@ -300,6 +312,7 @@ def train_checkpoint(
         seed=cfg.seed,
         work_dir=work_dir,
         device=ctx.device.type,
+        bf16=resolve_dtype(cfg.model.dtype, ctx.device) == torch.bfloat16,
         tracker=ctx.tracker,
         description=f"train {tag}",
         score_table=table,
@@ -327,9 +340,9 @@ def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     config = {"counterfactual": cfg.estimator.counterfactual, "prompt": prompt_config(cfg)}
     inputs = {"checkpoint": checkpoint.id, "data": data.train_fp, "tokenizer": checkpoint.inputs["tokenizer"]}
     artifact_id = ctx.store.artifact_id("estimate", config, inputs)
-    if found := reuse("estimate", ctx.store.find("estimate", artifact_id)):
+    if found := reuse("estimate", ctx.store.claim("estimate", artifact_id)):
         return found
-    model, tokenizer = load_model(checkpoint)
+    model, tokenizer = load_model(ctx, checkpoint)
     model.to(ctx.device)
     items = encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
     records = teacher_forced_pass(
@@ -376,7 +389,7 @@ def round_estimate(
     # `checkpoint` names the run's start, whose tokenizer the scores share.
     inputs = {"checkpoint": start.id, "data": data.train_fp, "tokenizer": start.inputs["tokenizer"]}
     artifact_id = ctx.store.artifact_id("estimate", config, inputs)
-    found = ctx.store.find("estimate", artifact_id)
+    found = ctx.store.claim("estimate", artifact_id)
     if found is None:
         records = teacher_forced_pass(
             model, pad_id, items, cfg.estimator.batch_size, ctx.device, f"estimate (step {step})"
@@ -393,9 +406,9 @@ def reference_nll(ctx: Context, reference: Artifact, data: TaskData) -> Artifact
     config = {"prompt": prompt_config(cfg)}
     inputs = {"checkpoint": reference.id, "data": data.train_fp, "tokenizer": reference.inputs["tokenizer"]}
     artifact_id = ctx.store.artifact_id("reference", config, inputs)
-    if found := reuse("reference", ctx.store.find("reference", artifact_id)):
+    if found := reuse("reference", ctx.store.claim("reference", artifact_id)):
         return found
-    model, tokenizer = load_model(reference)
+    model, tokenizer = load_model(ctx, reference)
     model.to(ctx.device)
     items = encode_items(tokenizer, data.train, cfg, with_counterfactual=False)
     records = teacher_forced_pass(
@@ -434,12 +447,12 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     config = eval_identity(cfg)
     inputs = {"checkpoint": checkpoint.id, "data": dataset_fingerprint(test)}
     artifact_id = ctx.store.artifact_id("eval", config, inputs)
-    if found := reuse("eval", ctx.store.find("eval", artifact_id)):
+    if found := reuse("eval", ctx.store.claim("eval", artifact_id)):
         say(metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})"))
         return found
     # Fails before generating when WordNet is missing.
     wn = wordnet(cfg.paths.cache) if cfg.eval.meteor else None
-    model, tokenizer = load_model(checkpoint)
+    model, tokenizer = load_model(ctx, checkpoint)
     model.to(ctx.device)
     torch.manual_seed(cfg.seed)
     items = encode_items(tokenizer, test, cfg, with_counterfactual=True)
@@ -450,7 +463,8 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     # Generation starts from the same (truncated) prompt ids that scoring used, and stops where the model
     # was trained to stop.
     stop_ids = sorted({end_of_turn_id(tokenizer, cfg.model.chat_template), tokenizer.eos_token_id})
-    predictions = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
+    predictions, throughput = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
+    metrics.update(throughput)
     references = [e.output for e in test]
     metrics.update(text_metrics(predictions, references, cfg.eval.rouge_stemmer, wn, cfg.eval.meteor))
     extra = {"metrics": metrics, "run_config": container(cfg)}
@@ -507,7 +521,7 @@ def scored_tokens(ctx: Context, estimate_artifact: Artifact, data: TaskData, ind
         )
     example = data.train[index]
     checkpoint = named_checkpoint(ctx, estimate_artifact.inputs["checkpoint"])
-    _, tokenizer = load_model(checkpoint, with_model=False)
+    _, tokenizer = load_model(ctx, checkpoint, with_model=False)
     target = encode_target(
         tokenizer, example, ctx.cfg.model.max_length - MIN_PROMPT_TOKENS, ctx.cfg.model.chat_template
     )

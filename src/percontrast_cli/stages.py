@@ -49,9 +49,11 @@ def context(cfg):
     quiet_libraries()
     torch.manual_seed(cfg.seed)
     tracker = make_tracker(cfg, run_dir())
+    store = ArtifactStore(cfg.paths.artifacts)
     try:
-        yield pipeline.Context(cfg, ArtifactStore(cfg.paths.artifacts), pick_device(cfg.device), tracker)
+        yield pipeline.Context(cfg, store, pick_device(cfg.device), tracker)
     finally:
+        store.release_all()  # locks of artifacts a failed stage did not publish
         tracker.finish()  # one tracker run per (multirun) job
 
 

@@ -14,9 +14,10 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from percontrast_cli.contrast import contrast_scores
-from percontrast_cli.data.encode import IGNORE, Collator, scatter_to_labels
+from percontrast_cli.data.encode import IGNORE, Collator, at_targets
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.losses import normalized, token_nll, token_weights, weight_signal, weighted_nll
+from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.progress import RichProgressCallback, say
 
 
@@ -28,9 +29,12 @@ class ScoreTable:
     def __init__(self, values: list[torch.Tensor]):
         self.values = values
 
-    def lookup(self, index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        rows = [self.values[i] for i in index.tolist()]
-        return scatter_to_labels(torch.cat(rows).to(labels.device, torch.float32), labels)
+    def lookup(self, batch: dict) -> torch.Tensor:
+        """The batch's values on its label tail. The indices are read on the host (the collator made them
+        there: the Trainer's device copy adds no sync)."""
+        rows = [self.values[i] for i in batch["index"].tolist()]
+        device = batch["input_ids"].device
+        return at_targets(torch.cat(rows).to(device, torch.float32, non_blocking=True), batch)
 
 
 class PerCETrainer(Trainer):
@@ -51,42 +55,42 @@ class PerCETrainer(Trainer):
         # the counts of tokens whose weight signal sat at the lower / upper clip bound.
         self.token_stats = torch.zeros(7, dtype=torch.float64)
 
-    def token_weights(self, model, inputs, logits, nll):
+    def token_weights(self, model, inputs, labels, logits, nll):
         signal = weight_signal(self.loss_cfg)
         if signal is None:
             return None
-        labels = inputs["labels"]
         mask = labels != IGNORE
         if signal == "pir" and self.online_refresh:
-            pir = scatter_to_labels(contrast_scores(model, inputs, factual_logits=logits), labels)
+            pir = contrast_scores(model, inputs, factual_nll=nll)
             return token_weights(self.loss_cfg, mask, pir=pir)
         if signal == "pir":
-            return token_weights(self.loss_cfg, mask, pir=self.score_table.lookup(inputs["index"], labels))
+            return token_weights(self.loss_cfg, mask, pir=self.score_table.lookup(inputs))
         if signal == "reference":
-            ref_nll = self.score_table.lookup(inputs["index"], labels)
-            return token_weights(self.loss_cfg, mask, nll=nll, ref_nll=ref_nll)
+            return token_weights(self.loss_cfg, mask, nll=nll, ref_nll=self.score_table.lookup(inputs))
         return token_weights(self.loss_cfg, mask, nll=nll, logits=logits)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        nll = token_nll(outputs.logits, inputs["labels"])
-        weights = self.token_weights(model, inputs, outputs.logits, nll)
-        self.track_token_stats(nll.detach(), inputs, weights)
+        # Logits only on the label tail; the loss and the weights in fp32 (token_nll upcasts).
+        logits = target_logits(model, inputs)
+        labels = tail(inputs["labels"], inputs["keep"])
+        nll = token_nll(logits, labels)
+        weights = self.token_weights(model, inputs, labels, logits, nll)
+        self.track_token_stats(nll.detach(), labels, inputs["personal"], weights)
         values = None
         if weights is not None:
-            values = normalized(weights.values, inputs["labels"] != IGNORE, self.loss_cfg.normalize)
-        self.require_finite(nll, values, inputs)
-        loss = weighted_nll(nll, inputs["labels"], values, num_items_in_batch)
+            values = normalized(weights.values, labels != IGNORE, self.loss_cfg.normalize)
+        self.require_finite(nll, values, labels, inputs)
+        loss = weighted_nll(nll, labels, values, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch is summed over ranks while DDP averages gradients: undo the average.
             loss = loss * self.accelerator.num_processes
-        return (loss, outputs) if return_outputs else loss
+        return (loss, logits) if return_outputs else loss
 
-    def require_finite(self, nll: torch.Tensor, weights: torch.Tensor | None, inputs) -> None:
+    def require_finite(self, nll: torch.Tensor, weights: torch.Tensor | None, labels, inputs) -> None:
         """Stop at the first non-finite NLL or weight, naming the step and the examples (the Trainer would
         otherwise hide a NaN loss in its logs and train on). One host sync per micro-batch, as the Trainer's
         own NaN filter already does."""
-        target = inputs["labels"] != IGNORE
+        target = labels != IGNORE
         nll_ok = torch.isfinite(nll).logical_or(~target).all(dim=1)
         weights_ok = torch.ones_like(nll_ok)
         if weights is not None:
@@ -108,9 +112,9 @@ class PerCETrainer(Trainer):
         item = self.train_dataset[int(inputs["index"][row])]
         return repr(item.get("id", f"#{int(inputs['index'][row])}"))
 
-    def track_token_stats(self, nll: torch.Tensor, inputs, weights) -> None:
-        target = inputs["labels"] != IGNORE
-        personal = inputs["personal"] & target
+    def track_token_stats(self, nll: torch.Tensor, labels, personal, weights) -> None:
+        target = labels != IGNORE
+        personal = personal & target
         other = target & ~personal
         zero = nll.new_zeros(())
         if weights is None:
@@ -181,7 +185,9 @@ def total_steps(train_cfg, n_examples: int) -> int:
     return max(1, math.ceil(train_cfg.epochs * batches_per_epoch / train_cfg.grad_accum))
 
 
-def training_arguments(train_cfg, work_dir: Path, steps: int, seed: int, device: str) -> TrainingArguments:
+def training_arguments(
+    train_cfg, work_dir: Path, steps: int, seed: int, device: str, bf16: bool = False
+) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(work_dir),
         max_steps=steps,
@@ -203,7 +209,8 @@ def training_arguments(train_cfg, work_dir: Path, steps: int, seed: int, device:
         remove_unused_columns=False,
         dataloader_num_workers=0,
         use_cpu=device == "cpu",
-        bf16=train_cfg.bf16,
+        bf16=bf16,  # autocast over fp32 master weights (model.dtype bfloat16, or auto on a bf16 GPU)
+        train_sampling_strategy="group_by_length" if train_cfg.group_by_length else "random",
     )
 
 
@@ -241,13 +248,14 @@ def fit(
     device: str,
     tracker,
     description: str,
+    bf16: bool = False,
     score_table: ScoreTable | None = None,
     extra_callbacks: tuple = (),
 ) -> list[dict]:
     """Train in place; resumes from the last Trainer checkpoint in ``work_dir`` after a crash."""
     trainer = PerCETrainer(
         model=model,
-        args=training_arguments(train_cfg, work_dir, steps, seed, device),
+        args=training_arguments(train_cfg, work_dir, steps, seed, device, bf16),
         train_dataset=items,
         data_collator=Collator(tokenizer.pad_token_id),
         loss_cfg=loss_cfg,

@@ -37,6 +37,7 @@ def validate_config(cfg) -> None:
     _integer(cfg.seed, "seed", 0)
     _choice(cfg.device, "device", ("auto", "cpu", "cuda"))
     _choice(cfg.model.source, "model.source", ("tiny", "smollm2", "hub"))
+    _choice(cfg.model.dtype, "model.dtype", ("auto", "float32", "bfloat16"))
     _integer(cfg.model.max_length, "model.max_length", 32)
     if cfg.model.source == "tiny":
         for key in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads"):
@@ -49,6 +50,7 @@ def validate_config(cfg) -> None:
     if cfg.model.source == "hub" and not cfg.model.name_or_path:
         raise PercontrastError("model.source=hub needs model.name_or_path (a hub id or a local directory)")
     _choice(cfg.train.peft, "train.peft", ("none", "lora"))
+    _choice(cfg.train.group_by_length, "train.group_by_length", (True, False))
     _choice(cfg.task.source, "task.source", ("synthetic", "longlamp"))
     if cfg.data.path and not Path(cfg.data.path).exists():
         raise PercontrastError(f"data.path={cfg.data.path!r}: no such file or directory")

@@ -125,39 +125,60 @@ def encode_example(
     return item
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+def _pad_left(rows: list[list], value) -> torch.Tensor:
     width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+    return torch.tensor([[value] * (width - len(r)) + list(r) for r in rows])
 
 
-def scatter_to_labels(flat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Put per-target-token values (flattened row by row) at the label positions; 0 elsewhere."""
-    out = torch.zeros(labels.shape, dtype=flat.dtype, device=flat.device)
-    out[labels != IGNORE] = flat
-    return out
-
-
-def _scatter_targets(labels: torch.Tensor, values: list[list[float]], dtype) -> torch.Tensor:
-    return scatter_to_labels(torch.tensor([v for row in values for v in row], dtype=dtype), labels)
+def target_count(item: dict) -> int:
+    return sum(1 for x in item["labels"] if x != IGNORE)
 
 
 class Collator:
-    """Right-padded batches; optional counterfactual sequences, example indices and personal masks."""
+    """Left-padded batches: each row's target ends at the last position, so the loss needs logits only at the
+    last ``keep`` positions (the longest target + 1, an int in the batch; see modeling.forward). Label-aligned
+    values (``personal``) are given for those positions; ``target_positions`` are the targets' flat indices
+    in that (batch, keep) tail, row by row, so per-token values can be placed there without a host sync.
+    Optional: counterfactual sequences (``cf_*``, same targets, same tail layout) and example indices."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        batch = {
-            "input_ids": _pad([i["input_ids"] for i in items], self.pad_id),
-            "labels": _pad([i["labels"] for i in items], IGNORE),
-        }
-        batch["attention_mask"] = _pad([[1] * len(i["input_ids"]) for i in items], 0)
-        batch["personal"] = _scatter_targets(batch["labels"], [i["personal"] for i in items], torch.bool)
+    def __call__(self, items: list[dict]) -> dict:
+        counts = [target_count(i) for i in items]
+        keep = max(counts) + 1
+        batch = {"keep": keep, **self.sequences(items, "")}
+        personal = [[False] * (keep - c) + list(i["personal"]) for i, c in zip(items, counts, strict=True)]
+        batch["personal"] = torch.tensor(personal, dtype=torch.bool)
+        batch["target_positions"] = torch.tensor(
+            [row * keep + keep - count + j for row, count in enumerate(counts) for j in range(count)],
+            dtype=torch.long,
+        )
         if "cf_input_ids" in items[0]:
-            batch["cf_input_ids"] = _pad([i["cf_input_ids"] for i in items], self.pad_id)
-            batch["cf_labels"] = _pad([i["cf_labels"] for i in items], IGNORE)
-            batch["cf_attention_mask"] = _pad([[1] * len(i["cf_input_ids"]) for i in items], 0)
+            batch.update(self.sequences(items, "cf_"))
         if "index" in items[0]:  # the example's position in the training set: keys per-token score tables
             batch["index"] = torch.tensor([i["index"] for i in items], dtype=torch.long)
         return batch
+
+    def sequences(self, items: list[dict], prefix: str) -> dict[str, torch.Tensor]:
+        ids = [i[f"{prefix}input_ids"] for i in items]
+        mask = _pad_left([[1] * len(r) for r in ids], 0)
+        return {
+            f"{prefix}input_ids": _pad_left(ids, self.pad_id),
+            f"{prefix}labels": _pad_left([i[f"{prefix}labels"] for i in items], IGNORE),
+            f"{prefix}attention_mask": mask,
+            # left padding: positions count from each row's first real token
+            f"{prefix}position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+        }
+
+
+def at_targets(flat: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Per-target-token values (flattened row by row) placed on the batch's (rows, keep) tail; 0 elsewhere."""
+    rows = batch["input_ids"].shape[0]
+    out = torch.zeros(rows * batch["keep"], dtype=flat.dtype, device=flat.device)
+    return out.index_copy(0, batch["target_positions"].to(flat.device), flat).view(rows, batch["keep"])
+
+
+def flat_targets(values: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The inverse of at_targets: the tail values at the target positions, row by row."""
+    return values.reshape(-1).index_select(0, batch["target_positions"].to(values.device))

@@ -11,6 +11,8 @@ import shutil
 import socket
 from pathlib import Path
 
+import torch
+from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from percontrast_cli.errors import PercontrastError
@@ -48,9 +50,23 @@ def check_model_dir(path: Path, with_model: bool) -> None:
         )
 
 
-def load_model_and_tokenizer(name_or_path: str | Path, with_model: bool = True, revision: str | None = None):
-    """Load a causal LM (fp32) and its tokenizer from a local directory, the local HF cache or the hub
-    (at ``revision``: a branch, tag or commit; None: the default branch)."""
+def resolve_dtype(name: str, device) -> torch.dtype:
+    """model.dtype: ``auto`` is bf16 on a GPU that supports it and fp32 elsewhere (bf16 is slow on CPUs
+    without native support)."""
+    if name == "auto":
+        bf16 = getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def load_model_and_tokenizer(
+    name_or_path: str | Path,
+    with_model: bool = True,
+    revision: str | None = None,
+    dtype: torch.dtype = torch.float32,
+):
+    """Load a causal LM (in ``dtype``) and its tokenizer from a local directory, the local HF cache or the
+    hub (at ``revision``: a branch, tag or commit; None: the default branch)."""
     local_dir = Path(name_or_path).is_dir()
     if local_dir:
         check_model_dir(Path(name_or_path), with_model)
@@ -63,7 +79,7 @@ def load_model_and_tokenizer(name_or_path: str | Path, with_model: bool = True, 
         model = None
         if with_model:
             model = AutoModelForCausalLM.from_pretrained(
-                str(name_or_path), dtype="float32", local_files_only=local_only, **hub
+                str(name_or_path), dtype=dtype, local_files_only=local_only, **hub
             )
     except OSError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
@@ -161,6 +177,25 @@ def converted_smollm2(cache_root: str | Path) -> Path:
     target = Path(cache_root).expanduser() / key
     if (target / "config.json").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One conversion at a time (parallel jobs share the cache), into a temp dir renamed when complete.
+    with FileLock(str(target.with_name(f"{key}.lock"))):
+        if (target / "config.json").is_file():  # converted by the process we waited for
+            return target
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+        # Loaded from GGUF, transformers still marks the model quantized, so Trainer refuses to train it and
+        # save_pretrained fails; the weights are already dequantized fp32.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    return target
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     # Loaded from GGUF, transformers still marks the model quantized, so Trainer refuses to train it and
