@@ -336,19 +336,33 @@ def warmup(ctx: Context, base: Artifact, data: TaskData) -> Artifact:
 def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     """PerContrast scores for every training example, as an `estimate` artifact (with AUROC, precision,
     recall and F1 against the ground-truth personal spans when the task has them)."""
-    cfg = ctx.cfg
-    config = {"counterfactual": cfg.estimator.counterfactual, "prompt": prompt_config(cfg)}
+    config = {"counterfactual": ctx.cfg.estimator.counterfactual, "prompt": prompt_config(ctx.cfg)}
+    return score_training_set(ctx, "estimate", checkpoint, data, config)
+
+
+def reference_nll(ctx: Context, reference: Artifact, data: TaskData) -> Artifact:
+    """LossCE's reference: the per-token NLL of `reference` (the start checkpoint) on every training target,
+    scored once and kept as a `reference` artifact."""
+    return score_training_set(ctx, "reference", reference, data, {"prompt": prompt_config(ctx.cfg)})
+
+
+def score_training_set(
+    ctx: Context, kind: str, checkpoint: Artifact, data: TaskData, config: dict
+) -> Artifact:
+    """A teacher-forced pass of `checkpoint` over the training set: PerContrast scores (`estimate`, factual
+    and counterfactual passes) or the factual NLL alone (`reference`)."""
     inputs = {"checkpoint": checkpoint.id, "data": data.train_fp, "tokenizer": checkpoint.inputs["tokenizer"]}
-    artifact_id = ctx.store.artifact_id("estimate", config, inputs)
-    if found := reuse("estimate", ctx.store.claim("estimate", artifact_id)):
+    artifact_id = ctx.store.artifact_id(kind, config, inputs)
+    if found := reuse(kind, ctx.store.claim(kind, artifact_id)):
         return found
     model, tokenizer = load_model(ctx, checkpoint)
     model.to(ctx.device)
-    items = encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
+    contrast = kind == "estimate"
+    items = encode_items(tokenizer, data.train, ctx.cfg, with_counterfactual=contrast)
     records = teacher_forced_pass(
-        model, tokenizer.pad_token_id, items, cfg.estimator.batch_size, ctx.device, "estimate"
+        model, tokenizer.pad_token_id, items, ctx.cfg.estimator.batch_size, ctx.device, kind, contrast
     )
-    return publish_estimate(ctx, "estimate", artifact_id, config, inputs, data, records, "")
+    return publish_estimate(ctx, kind, artifact_id, config, inputs, data, records, "")
 
 
 def publish_estimate(ctx, kind, artifact_id, config, inputs, data, records, what) -> Artifact:
@@ -397,30 +411,6 @@ def round_estimate(
         what = f" (checkpoint {run_id} after step {step})"
         found = publish_estimate(ctx, "estimate", artifact_id, config, inputs, data, records, what)
     return score_table(found, data, start.inputs["tokenizer"])
-
-
-def reference_nll(ctx: Context, reference: Artifact, data: TaskData) -> Artifact:
-    """LossCE's reference: the per-token NLL of `reference` (the start checkpoint) on every training target,
-    scored once and kept as a `reference` artifact."""
-    cfg = ctx.cfg
-    config = {"prompt": prompt_config(cfg)}
-    inputs = {"checkpoint": reference.id, "data": data.train_fp, "tokenizer": reference.inputs["tokenizer"]}
-    artifact_id = ctx.store.artifact_id("reference", config, inputs)
-    if found := reuse("reference", ctx.store.claim("reference", artifact_id)):
-        return found
-    model, tokenizer = load_model(ctx, reference)
-    model.to(ctx.device)
-    items = encode_items(tokenizer, data.train, cfg, with_counterfactual=False)
-    records = teacher_forced_pass(
-        model,
-        tokenizer.pad_token_id,
-        items,
-        cfg.estimator.batch_size,
-        ctx.device,
-        "reference",
-        counterfactual=False,
-    )
-    return publish_estimate(ctx, "reference", artifact_id, config, inputs, data, records, "")
 
 
 def train_with_bootstrap(

@@ -196,17 +196,3 @@ def converted_smollm2(cache_root: str | Path) -> Path:
         tokenizer.save_pretrained(tmp)
         tmp.rename(target)
     return target
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
-    # Loaded from GGUF, transformers still marks the model quantized, so Trainer refuses to train it and
-    # save_pretrained fails; the weights are already dequantized fp32.
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
-    return target
