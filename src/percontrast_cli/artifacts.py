@@ -26,6 +26,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from percontrast_cli import __version__
+from percontrast_cli.distributed import barrier, broadcast, is_main, rank_and_world
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.fingerprint import fingerprint
 from percontrast_cli.progress import say
@@ -124,7 +125,14 @@ class ArtifactStore:
     def claim(self, kind: str, artifact_id: str) -> Artifact | None:
         """The artifact if it exists; otherwise None, with this process holding the (kind, id) lock until it
         publishes the artifact (or its stage ends): two jobs that need the same artifact (a parallel sweep,
-        Slurm jobs on a shared file system) build it once, and the second waits, then reuses it."""
+        Slurm jobs on a shared file system) build it once, and the second waits, then reuses it. In a
+        multi-process run, rank 0 decides (and holds the lock) and the other ranks follow its decision."""
+        if rank_and_world()[1] > 1:
+            exists = broadcast(self._claim(kind, artifact_id) is not None if is_main() else None)
+            return self.find(kind, artifact_id) if exists else None
+        return self._claim(kind, artifact_id)
+
+    def _claim(self, kind: str, artifact_id: str) -> Artifact | None:
         found = self.find(kind, artifact_id)
         if found is not None:
             return found
@@ -157,13 +165,15 @@ class ArtifactStore:
     def find(self, kind: str, artifact_id: str) -> Artifact | None:
         """The complete artifact, or None. A directory left incomplete (a crash, a hand copy) is moved aside
         so the stage is rebuilt; a complete manifest whose payload files are missing is an error."""
-        self.clean_temporaries(kind)
+        if is_main():  # one rank tidies the store
+            self.clean_temporaries(kind)
         path = self.root / kind / artifact_id
         if not path.exists():
             return None
         reason = incomplete_reason(path)
         if reason is not None:
-            self.move_aside(path, reason)
+            if is_main():
+                self.move_aside(path, reason)
             return None
         return checked(load_artifact(path))
 
@@ -216,7 +226,9 @@ class ArtifactStore:
     def create(
         self, kind: str, artifact_id: str, config: Any, inputs: dict[str, Any], **extra: Any
     ) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """Yield a temp dir and a manifest dict to fill; publish both atomically on success."""
+        """Yield a temp dir and a manifest dict to fill; publish both atomically on success. With several
+        processes only rank 0 publishes (the others fill a private temp dir that is dropped), and every rank
+        leaves once the artifact is in place."""
         final = self.root / kind / artifact_id
         owner = f"{_host()}-{os.getpid()}"
         tmp = self.root / kind / f"{TMP_PREFIX}{artifact_id}-{owner}-{uuid.uuid4().hex[:8]}"
@@ -234,6 +246,9 @@ class ArtifactStore:
         }
         try:
             yield tmp, manifest
+            if not is_main():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
             manifest["payload"] = payload_files(tmp)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             if final.exists() and incomplete_reason(final) is not None:
@@ -247,6 +262,7 @@ class ArtifactStore:
             raise
         finally:
             self.release(kind, artifact_id)
+            barrier()
 
 
 def load_artifact(path: str | Path) -> Artifact:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 import traceback
 from importlib import resources
@@ -23,6 +24,7 @@ from hydra.types import RunMode
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.stages import STAGES
 from percontrast_cli.validation import validate_config
+from percontrast_cli.worker import WORKER_ENV, launch
 
 USAGE = """usage: percontrast <stage> [-m] [key=value ...] [hydra flags]
 
@@ -134,6 +136,8 @@ def record_failure(exc: BaseException) -> None:
 def make_entry(stage: str):
     def entry(cfg):
         try:
+            if cfg.distributed.name != "none" and WORKER_ENV not in os.environ:
+                return launch(stage, cfg, HydraConfig.get().runtime.output_dir)
             return STAGES[stage](cfg)
         except PercontrastError as exc:
             if not in_multirun():

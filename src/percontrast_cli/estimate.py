@@ -13,6 +13,7 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from percontrast_cli.contrast import target_nll
 from percontrast_cli.data.encode import Collator, flat_targets, target_count
+from percontrast_cli.distributed import gather_by_position, my_batches
 from percontrast_cli.losses import token_nll
 from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.progress import track
@@ -42,14 +43,16 @@ def teacher_forced_pass(
     model, pad_id: int, items: list[dict], batch_size: int, device, description: str, counterfactual=True
 ):
     """One factual and (unless ``counterfactual=False``) one counterfactual forward per batch, in eval mode,
-    logits only on the label tails; items are batched by length and the records returned in item order."""
+    logits only on the label tails; items are batched by length, batches shared out over the processes of a
+    multi-process run, and the records returned in item order (on every process)."""
     model.eval()
     collate = Collator(pad_id)
     order = by_length(items)
-    records: list[TokenRecord | None] = [None] * len(items)
-    starts = range(0, len(items), batch_size)
-    for start in track(starts, total=len(starts), description=description):
-        positions = order[start : start + batch_size]
+    batches = [order[start : start + batch_size] for start in range(0, len(items), batch_size)]
+    mine = my_batches(len(batches))  # all of them with one process; a share of whole batches with several
+    local: dict[int, TokenRecord] = {}
+    for number in track(mine, total=len(mine), description=description):
+        positions = batches[number]
         chunk = [items[i] for i in positions]
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(chunk).items()}
         logits = target_logits(model, batch)
@@ -63,8 +66,8 @@ def teacher_forced_pass(
             positions, zip(*(v.split(lengths) for v in values), strict=True), strict=True
         ):
             record = TokenRecord(*(p.float().numpy() if p.is_floating_point() else p.numpy() for p in piece))
-            records[position] = record if counterfactual else replace(record, cf_logp=None)
-    return records
+            local[position] = record if counterfactual else replace(record, cf_logp=None)
+    return gather_by_position(local, len(items))
 
 
 def auroc(records: list[TokenRecord]) -> float | None:

@@ -11,6 +11,7 @@ from rich.table import Table
 from transformers import GenerationConfig
 
 from percontrast_cli.data.encode import IGNORE
+from percontrast_cli.distributed import gather_by_position, my_batches
 from percontrast_cli.estimate import TokenRecord, classifier_metrics
 from percontrast_cli.progress import track
 
@@ -58,14 +59,17 @@ def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: li
     model.eval()
     config = decoding_config(eval_cfg, tokenizer.pad_token_id, stop_ids)
     saved, model.generation_config = model.generation_config, config
-    outputs: list[str | None] = [None] * len(items)
     prompts_all = [prompt_ids(item) for item in items]
     order = sorted(range(len(items)), key=lambda i: -len(prompts_all[i]))  # similar lengths pad less
-    starts = range(0, len(items), eval_cfg.batch_size)
-    generated_tokens, started = 0, time.perf_counter()
+    batches = [
+        order[start : start + eval_cfg.batch_size] for start in range(0, len(items), eval_cfg.batch_size)
+    ]
+    mine = my_batches(len(batches))  # a share of whole batches per process in a multi-process run
+    local: dict[int, tuple[str, int]] = {}
+    started = time.perf_counter()
     try:
-        for start in track(starts, total=len(starts), description="generate"):
-            positions = order[start : start + eval_cfg.batch_size]
+        for number in track(mine, total=len(mine), description="generate"):
+            positions = batches[number]
             prompts = [prompts_all[i] for i in positions]
             width = max(len(p) for p in prompts)
             input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
@@ -76,14 +80,16 @@ def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: li
                 generation_config=config,
             )
             new_tokens = generated[:, width:]
-            generated_tokens += int(count_generated(new_tokens, stop_ids).sum())
-            for position, text in zip(
-                positions, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
-            ):
-                outputs[position] = text
+            counts = count_generated(new_tokens, stop_ids).tolist()
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for position, text, count in zip(positions, texts, counts, strict=True):
+                local[position] = (text, int(count))
     finally:
         model.generation_config = saved
     seconds = time.perf_counter() - started
+    results = gather_by_position(local, len(items))
+    outputs = [text for text, _ in results]
+    generated_tokens = sum(count for _, count in results)
     return outputs, {
         "generated_tokens": float(generated_tokens),
         "generation_tokens_per_s": generated_tokens / seconds,

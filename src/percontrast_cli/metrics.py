@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from rouge_score import rouge_scorer
 
 from percontrast_cli.errors import PercontrastError
@@ -85,12 +86,21 @@ def wordnet(cache_root: str = "~/.cache/percontrast"):
     root = source
     if not (source / "lexnames").is_file():
         root = Path(cache_root).expanduser() / "wordnet"
-        root.mkdir(parents=True, exist_ok=True)
-        for path in source.iterdir():  # copies: nltk refuses to follow links out of its data paths
-            if path.is_file() and not (root / path.name).exists():
-                shutil.copyfile(path, root / path.name)
-        lines = [f"{i:02d}\t{name.replace(' ', chr(9))}\n" for i, name in enumerate(LEXNAMES)]
-        (root / "lexnames").write_text("".join(lines))
+        root.parent.mkdir(parents=True, exist_ok=True)
+        # Parallel jobs (and the ranks of one) share this cache: one builds it, in a temp dir renamed when
+        # complete, and the others wait for it; never a half-written lexnames file.
+        with FileLock(str(root.with_name("wordnet.lock"))):
+            if not (root / "lexnames").is_file():
+                tmp = root.with_name(f"wordnet.tmp-{os.getpid()}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                for path in source.iterdir():  # copies: nltk refuses to follow links out of its data paths
+                    if path.is_file():
+                        shutil.copyfile(path, tmp / path.name)
+                lines = [f"{i:02d}\t{name.replace(' ', chr(9))}\n" for i, name in enumerate(LEXNAMES)]
+                (tmp / "lexnames").write_text("".join(lines))
+                shutil.rmtree(root, ignore_errors=True)  # an incomplete copy from an older version
+                tmp.rename(root)
     if str(root) not in nltk.data.path:
         nltk.data.path.append(str(root))  # nltk only reads corpora from its authorised data paths
 

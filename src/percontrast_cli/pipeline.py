@@ -24,6 +24,7 @@ from percontrast_cli.data.prompts import PromptFormat
 from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example, dataset_fingerprint
 from percontrast_cli.data.sources import load_splits
+from percontrast_cli.distributed import is_main, rank_and_world
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import classifier_metrics, load_scores, save_scores, teacher_forced_pass
 from percontrast_cli.evaluate import generate, metrics_table, token_metrics
@@ -41,6 +42,7 @@ from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
 from percontrast_cli.progress import say
 from percontrast_cli.train import RoundsRefresh, ScoreTable, fit, total_steps
+from percontrast_cli.worker import backend
 
 
 @dataclass
@@ -206,6 +208,10 @@ def train_identity(cfg) -> dict:
     train = {k: v for k, v in container(cfg.train).items() if k not in NOT_RESULT_KEYS}
     if cfg.train.peft != "lora":
         train.pop("lora")
+    # The global batch, not how it is split over micro-batches and processes: the same training either way
+    # (the loss is normalised over the whole step), so the same id with any number of processes.
+    processes = cfg.distributed.num_processes if cfg.distributed.name != "none" else 1
+    train["global_batch"] = train.pop("batch_size") * train.pop("grad_accum") * processes
     return train
 
 
@@ -313,14 +319,16 @@ def train_checkpoint(
         work_dir=work_dir,
         device=ctx.device.type,
         bf16=resolve_dtype(cfg.model.dtype, ctx.device) == torch.bfloat16,
+        ddp_backend=backend(cfg) if rank_and_world()[1] > 1 else None,
         tracker=ctx.tracker,
         description=f"train {tag}",
         score_table=table,
         extra_callbacks=callbacks,
     )
     with ctx.store.create("checkpoint", artifact_id, config, inputs, tag=tag) as (tmp, manifest):
-        save_trained(model, tokenizer, tmp)
-        (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
+        if is_main():  # the weights are the same on every rank; one writes them
+            save_trained(model, tokenizer, tmp)
+            (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
     shutil.rmtree(work_dir, ignore_errors=True)
     say(f"[green]trained[/green] checkpoint {artifact_id} ({tag})")
     return ctx.store.find("checkpoint", artifact_id)

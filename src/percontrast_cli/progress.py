@@ -20,13 +20,18 @@ from rich.progress import (
 from rich.text import Text
 from transformers import TrainerCallback
 
+from percontrast_cli.distributed import is_main
+
 console = Console(stderr=True)
 log = logging.getLogger("percontrast")
 T = TypeVar("T")
 
 
 def say(message) -> None:
-    """Print a message (rich markup or a renderable) and record its plain text in the job log."""
+    """Print a message (rich markup or a renderable) and record its plain text in the job log (rank 0 only
+    in a multi-process run)."""
+    if not is_main():
+        return
     console.print(message)
     if isinstance(message, str):
         log.info(Text.from_markup(message).plain)
@@ -58,6 +63,8 @@ def progress_line(description: str, done: int, total: int, started: float, info:
 
 
 def _plain(line: str) -> None:
+    if not is_main():
+        return
     log.info(line)
     if not console.is_terminal:
         console.print(line, markup=False, highlight=False)
@@ -73,7 +80,7 @@ def _progress() -> Progress:
         TextColumn("{task.fields[info]}"),
         console=console,
         transient=False,
-        disable=not console.is_terminal,
+        disable=not console.is_terminal or not is_main(),
     )
 
 

@@ -61,6 +61,8 @@ def sweep_group() -> str | None:
 
 
 def make_tracker(cfg, run_dir: str) -> NullTracker:
-    if cfg.tracker.name == "wandb":
+    from percontrast_cli.distributed import is_main
+
+    if cfg.tracker.name == "wandb" and is_main():  # one run per job: rank 0 logs
         return WandbTracker(cfg, cfg.tracker, run_dir)
     return NullTracker()

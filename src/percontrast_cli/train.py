@@ -186,7 +186,7 @@ def total_steps(train_cfg, n_examples: int) -> int:
 
 
 def training_arguments(
-    train_cfg, work_dir: Path, steps: int, seed: int, device: str, bf16: bool = False
+    train_cfg, work_dir: Path, steps: int, seed: int, device: str, bf16: bool = False, ddp_backend=None
 ) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(work_dir),
@@ -211,6 +211,7 @@ def training_arguments(
         use_cpu=device == "cpu",
         bf16=bf16,  # autocast over fp32 master weights (model.dtype bfloat16, or auto on a bf16 GPU)
         train_sampling_strategy="group_by_length" if train_cfg.group_by_length else "random",
+        ddp_backend=ddp_backend,  # several processes: the Trainer's own DDP / FSDP / DeepSpeed
     )
 
 
@@ -249,13 +250,14 @@ def fit(
     tracker,
     description: str,
     bf16: bool = False,
+    ddp_backend: str | None = None,
     score_table: ScoreTable | None = None,
     extra_callbacks: tuple = (),
 ) -> list[dict]:
     """Train in place; resumes from the last Trainer checkpoint in ``work_dir`` after a crash."""
     trainer = PerCETrainer(
         model=model,
-        args=training_arguments(train_cfg, work_dir, steps, seed, device, bf16),
+        args=training_arguments(train_cfg, work_dir, steps, seed, device, bf16, ddp_backend),
         train_dataset=items,
         data_collator=Collator(tokenizer.pad_token_id),
         loss_cfg=loss_cfg,
