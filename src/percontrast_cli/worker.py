@@ -36,7 +36,7 @@ def accelerate_config(cfg) -> dict:
     config.update(
         num_processes=cfg.distributed.num_processes,
         num_machines=cfg.distributed.num_machines,
-        machine_rank=cfg.distributed.machine_rank,
+        machine_rank=int(cfg.distributed.machine_rank),  # Slurm gives it as a string
         main_process_port=cfg.distributed.main_process_port,
     )
     if cfg.distributed.main_process_ip:
