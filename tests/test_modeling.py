@@ -140,7 +140,7 @@ def test_tiny_and_smollm2_load_through_the_same_path(tmp_path, monkeypatch):
         ctx = pipeline.Context(cfg, ArtifactStore(cfg.paths.artifacts), torch.device("cpu"), NullTracker())
         data = pipeline.load_task(cfg)
         artifact = pipeline.base_model(ctx, data)
-        loaded[name] = pipeline.load_model(artifact)
+        loaded[name] = pipeline.load_model(ctx, artifact)
     model, tokenizer = loaded["smollm2"]
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30
     assert (
