@@ -144,7 +144,8 @@ def run_one(contender: str, shape: str, work: str, steps: int, warmup: int, queu
     items = json.loads((work_dir / "items.json").read_text())
     timer = StepTimer()
     total = steps + warmup
-    args = training_arguments(train_cfg, work_dir / f"run-{contender}", total, 0, device)
+    run_dir = work_dir / f"run-{contender}-{time.time_ns()}"  # fresh: a leftover checkpoint would be resumed
+    args = training_arguments(train_cfg, run_dir, total, 0, device)
     plain = [{"input_ids": i["input_ids"], "labels": i["labels"]} for i in items]
 
     if contender in ("ours_ce", "ours_perce"):
@@ -156,7 +157,7 @@ def run_one(contender: str, shape: str, work: str, steps: int, warmup: int, queu
         fit(
             model, tokenizer, items, train_cfg=train_cfg, loss_cfg=loss_cfg,
             online_refresh=contender == "ours_perce", steps=total, seed=0,
-            work_dir=work_dir / f"run-{contender}", device=device, tracker=NullTracker(),
+            work_dir=run_dir, device=device, tracker=NullTracker(),
             description=contender, extra_callbacks=(timer,),
         )  # fmt: skip
     elif contender == "ours_ce_full_logits":
@@ -225,8 +226,10 @@ def bench(shape: str, steps: int, repeats: int, warmup: int) -> dict:
                 queue = ctx.Queue()
                 proc = ctx.Process(target=run_one, args=(contender, shape, work, steps, warmup, queue))
                 proc.start()
+                proc.join()  # the result is a small dict: it fits the queue's buffer before the child exits
+                if proc.exitcode != 0:
+                    raise SystemExit(f"{contender} failed in repeat {repeat + 1} (exit {proc.exitcode})")
                 results[contender].append(queue.get())
-                proc.join()
                 step = results[contender][-1]["s_per_step"]
                 print(f"  {shape} repeat {repeat + 1}/{repeats} {contender}: {step:.4f} s/step", flush=True)
     return {

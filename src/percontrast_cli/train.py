@@ -79,26 +79,24 @@ class PerCETrainer(Trainer):
         values = None
         if weights is not None:
             values = normalized(weights.values, labels != IGNORE, self.loss_cfg.normalize)
-        self.require_finite(nll, values, labels, inputs)
         loss = weighted_nll(nll, labels, values, num_items_in_batch)
+        if not torch.isfinite(loss.detach()):  # one host sync a micro-batch, as the Trainer's own NaN filter
+            self.report_non_finite(nll, values, labels, inputs)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch is summed over ranks while DDP averages gradients: undo the average.
             loss = loss * self.accelerator.num_processes
         return (loss, logits) if return_outputs else loss
 
-    def require_finite(self, nll: torch.Tensor, weights: torch.Tensor | None, labels, inputs) -> None:
-        """Stop at the first non-finite NLL or weight, naming the step and the examples (the Trainer would
-        otherwise hide a NaN loss in its logs and train on). One host sync per micro-batch, as the Trainer's
-        own NaN filter already does."""
+    def report_non_finite(self, nll: torch.Tensor, weights: torch.Tensor | None, labels, inputs) -> None:
+        """Stop at the first non-finite loss, naming the step and the examples whose NLL or weights are not
+        finite (the Trainer would otherwise hide a NaN loss in its logs and train on)."""
         target = labels != IGNORE
         nll_ok = torch.isfinite(nll).logical_or(~target).all(dim=1)
         weights_ok = torch.ones_like(nll_ok)
         if weights is not None:
             weights_ok = torch.isfinite(weights).logical_or(~target).all(dim=1)
-        ok = nll_ok & weights_ok
-        if bool(ok.all()):
-            return
-        rows = (~ok).nonzero().flatten().tolist()
+        bad = ~(nll_ok & weights_ok)
+        rows = bad.nonzero().flatten().tolist() or list(range(len(bad)))
         names = [self.example_name(inputs, row) for row in rows]
         what = "token weights (scores)" if not bool(weights_ok.all()) else "token NLL"
         raise PercontrastError(
