@@ -64,7 +64,7 @@ class RecordingTable(ScoreTable):
         self.seen: list[int] = []
 
     def lookup(self, batch):
-        self.seen.extend(batch["index"].tolist())
+        self.seen.extend(batch["index"])
         return super().lookup(batch)
 
 

@@ -30,9 +30,8 @@ class ScoreTable:
         self.values = values
 
     def lookup(self, batch: dict) -> torch.Tensor:
-        """The batch's values on its label tail. The indices are read on the host (the collator made them
-        there: the Trainer's device copy adds no sync)."""
-        rows = [self.values[i] for i in batch["index"].tolist()]
+        """The batch's values on its label tail (the indices are a host list: no device sync)."""
+        rows = [self.values[i] for i in batch["index"]]
         device = batch["input_ids"].device
         return at_targets(torch.cat(rows).to(device, torch.float32, non_blocking=True), batch)
 
@@ -107,8 +106,8 @@ class PerCETrainer(Trainer):
     def example_name(self, inputs, row: int) -> str:
         if "index" not in inputs:
             return f"row {row} of the batch"
-        item = self.train_dataset[int(inputs["index"][row])]
-        return repr(item.get("id", f"#{int(inputs['index'][row])}"))
+        item = self.train_dataset[inputs["index"][row]]
+        return repr(item.get("id", f"#{inputs['index'][row]}"))
 
     def track_token_stats(self, nll: torch.Tensor, labels, personal, weights) -> None:
         target = labels != IGNORE

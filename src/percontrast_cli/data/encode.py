@@ -156,8 +156,10 @@ class Collator:
         )
         if "cf_input_ids" in items[0]:
             batch.update(self.sequences(items, "cf_"))
-        if "index" in items[0]:  # the example's position in the training set: keys per-token score tables
-            batch["index"] = torch.tensor([i["index"] for i in items], dtype=torch.long)
+        if "index" in items[0]:  # the examples' positions in the training set: keys of per-token score tables
+            batch["index"] = [
+                i["index"] for i in items
+            ]  # a host list: never moved to (or read back from) a GPU
         return batch
 
     def sequences(self, items: list[dict], prefix: str) -> dict[str, torch.Tensor]:
