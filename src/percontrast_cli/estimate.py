@@ -33,9 +33,11 @@ class TokenRecord:
         return self.logp - self.cf_logp
 
 
-def by_length(items: list[dict], key: str = "input_ids") -> list[int]:
-    """Item positions, longest first: batches of similar lengths pad less (results go back in order)."""
-    return sorted(range(len(items)), key=lambda i: -len(items[i][key]))
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Positions grouped into batches of similar length, longest first: they pad less (callers put the
+    results back in position order)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
@@ -47,8 +49,7 @@ def teacher_forced_pass(
     multi-process run, and the records returned in item order (on every process)."""
     model.eval()
     collate = Collator(pad_id)
-    order = by_length(items)
-    batches = [order[start : start + batch_size] for start in range(0, len(items), batch_size)]
+    batches = length_batches([len(item["input_ids"]) for item in items], batch_size)
     mine = my_batches(len(batches))  # all of them with one process; a share of whole batches with several
     local: dict[int, TokenRecord] = {}
     for number in track(mine, total=len(mine), description=description):

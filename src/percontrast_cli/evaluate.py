@@ -10,9 +10,9 @@ import torch
 from rich.table import Table
 from transformers import GenerationConfig
 
-from percontrast_cli.data.encode import IGNORE
+from percontrast_cli.data.encode import IGNORE, pad_left
 from percontrast_cli.distributed import gather_by_position, my_batches
-from percontrast_cli.estimate import TokenRecord, classifier_metrics
+from percontrast_cli.estimate import TokenRecord, classifier_metrics, length_batches
 from percontrast_cli.progress import track
 
 
@@ -60,10 +60,7 @@ def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: li
     config = decoding_config(eval_cfg, tokenizer.pad_token_id, stop_ids)
     saved, model.generation_config = model.generation_config, config
     prompts_all = [prompt_ids(item) for item in items]
-    order = sorted(range(len(items)), key=lambda i: -len(prompts_all[i]))  # similar lengths pad less
-    batches = [
-        order[start : start + eval_cfg.batch_size] for start in range(0, len(items), eval_cfg.batch_size)
-    ]
+    batches = length_batches([len(p) for p in prompts_all], eval_cfg.batch_size)
     mine = my_batches(len(batches))  # a share of whole batches per process in a multi-process run
     local: dict[int, tuple[str, int]] = {}
     started = time.perf_counter()
@@ -71,15 +68,14 @@ def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: li
         for number in track(mine, total=len(mine), description="generate"):
             positions = batches[number]
             prompts = [prompts_all[i] for i in positions]
-            width = max(len(p) for p in prompts)
-            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
-            attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            input_ids = pad_left(prompts, tokenizer.pad_token_id)
+            attention_mask = pad_left([[1] * len(p) for p in prompts], 0)
             generated = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 generation_config=config,
             )
-            new_tokens = generated[:, width:]
+            new_tokens = generated[:, input_ids.shape[1] :]
             counts = count_generated(new_tokens, stop_ids).tolist()
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for position, text, count in zip(positions, texts, counts, strict=True):

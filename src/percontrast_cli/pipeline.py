@@ -165,6 +165,7 @@ def base_model(ctx: Context, data: TaskData) -> Artifact:
 def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: bool) -> list[dict]:
     """The one encoding of every stage: training, scoring and generation all start from these ids."""
     items = []
+    fmt, chosen = PromptFormat.from_config(cfg), retriever(cfg)
     for index, example in enumerate(examples):
         item = encode_example(
             tokenizer,
@@ -174,8 +175,8 @@ def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: b
             counterfactual=cfg.estimator.counterfactual if with_counterfactual else None,
             pool=examples,
             chat=cfg.model.chat_template,
-            fmt=PromptFormat.from_config(cfg),
-            retriever=retriever(cfg),
+            fmt=fmt,
+            retriever=chosen,
         )
         item["index"], item["id"] = index, example.id
         items.append(item)
@@ -247,10 +248,6 @@ def score_table(artifact: Artifact, data: TaskData, tokenizer_fp: str) -> ScoreT
     artifact.require_input("tokenizer", tokenizer_fp, "tokenizer")
     values = load_scores(artifact.path)
     return ScoreTable([torch.from_numpy(values[e.id]) for e in data.train])
-
-
-def table_from_records(records) -> ScoreTable:
-    return ScoreTable([torch.from_numpy(r.scores) for r in records])
 
 
 def train_checkpoint(
@@ -374,8 +371,9 @@ def score_training_set(
 
 
 def publish_estimate(ctx, kind, artifact_id, config, inputs, data, records, what) -> Artifact:
-    for example, record in zip(data.train, records, strict=True):
-        values = record.scores if kind == "estimate" else record.logp
+    # estimate: PerContrast scores; reference: the reference model's per-token NLL
+    rows = [r.scores for r in records] if kind == "estimate" else [-r.logp for r in records]
+    for example, values in zip(data.train, rows, strict=True):
         if not np.isfinite(values).all():
             bad = int(np.flatnonzero(~np.isfinite(values))[0])
             raise PercontrastError(
@@ -384,10 +382,7 @@ def publish_estimate(ctx, kind, artifact_id, config, inputs, data, records, what
             )
     metrics = classifier_metrics(records, ctx.cfg.estimator.tau) if kind == "estimate" else {}
     with ctx.store.create(kind, artifact_id, config, inputs, metrics=metrics) as (tmp, _):
-        if kind == "estimate":
-            save_scores(tmp, [e.id for e in data.train], [r.scores for r in records])
-        else:  # reference: the per-token NLL of the reference model
-            save_scores(tmp, [e.id for e in data.train], [-r.logp for r in records])
+        save_scores(tmp, [e.id for e in data.train], rows)
     shown = ", ".join(f"{k.removeprefix('estimator_')} {v:.4f}" for k, v in metrics.items())
     if kind == "estimate":
         shown = f": train-split estimator {shown or 'n/a (no personal-span labels)'}"

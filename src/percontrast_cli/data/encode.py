@@ -125,7 +125,7 @@ def encode_example(
     return item
 
 
-def _pad_left(rows: list[list], value) -> torch.Tensor:
+def pad_left(rows: list[list], value) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([[value] * (width - len(r)) + list(r) for r in rows])
 
@@ -164,10 +164,10 @@ class Collator:
 
     def sequences(self, items: list[dict], prefix: str) -> dict[str, torch.Tensor]:
         ids = [i[f"{prefix}input_ids"] for i in items]
-        mask = _pad_left([[1] * len(r) for r in ids], 0)
+        mask = pad_left([[1] * len(r) for r in ids], 0)
         return {
-            f"{prefix}input_ids": _pad_left(ids, self.pad_id),
-            f"{prefix}labels": _pad_left([i[f"{prefix}labels"] for i in items], IGNORE),
+            f"{prefix}input_ids": pad_left(ids, self.pad_id),
+            f"{prefix}labels": pad_left([i[f"{prefix}labels"] for i in items], IGNORE),
             f"{prefix}attention_mask": mask,
             # left padding: positions count from each row's first real token
             f"{prefix}position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
