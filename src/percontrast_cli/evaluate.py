@@ -29,6 +29,25 @@ def token_metrics(records: list[TokenRecord], tau: float) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
+def example_rows(ids: list[str], records: list[TokenRecord], rouge_l) -> list[dict]:
+    """Per test example, what the report's paired bootstrap resamples: hits and counts of personal and
+    non-personal target tokens, and ROUGE-L of the generation."""
+    rows = []
+    for example_id, record, score in zip(ids, records, rouge_l, strict=True):
+        personal = record.personal.astype(bool)
+        rows.append(
+            {
+                "id": example_id,
+                "personal_correct": int(record.correct[personal].sum()),
+                "personal_total": int(personal.sum()),
+                "nonpersonal_correct": int(record.correct[~personal].sum()),
+                "nonpersonal_total": int((~personal).sum()),
+                "rougeL": float(score),
+            }
+        )
+    return rows
+
+
 def prompt_ids(item: dict) -> list[int]:
     """The prompt part of an encoded item (everything before its first label): the exact, already
     truncated ids that training and scoring condition on, so generation sees the same prompt."""

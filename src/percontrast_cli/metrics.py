@@ -42,10 +42,16 @@ MISSING_WORDNET = (
 METEOR_PARAMS = {"alpha": 0.9, "beta": 3.0, "gamma": 0.5}  # evaluate's meteor defaults
 
 
-def rouge(predictions: list[str], references: list[str], stemmer: bool = False) -> dict[str, float]:
+def rouge_scores(predictions: list[str], references: list[str], stemmer: bool = False) -> dict:
+    """Per-example ROUGE-1 and ROUGE-L F1."""
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=stemmer)
     scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
-    return {name: float(np.mean([s[name].fmeasure for s in scores])) for name in ("rouge1", "rougeL")}
+    return {name: np.array([s[name].fmeasure for s in scores]) for name in ("rouge1", "rougeL")}
+
+
+def rouge(predictions: list[str], references: list[str], stemmer: bool = False) -> dict[str, float]:
+    scores = rouge_scores(predictions, references, stemmer)
+    return {name: float(values.mean()) for name, values in scores.items()}
 
 
 def text_metrics(

@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from percontrast_cli.artifacts import Artifact, ArtifactStore
-from percontrast_cli.data import synthetic
+from percontrast_cli.data import personas, synthetic
 from percontrast_cli.data.encode import CUT, encode_example, end_of_turn_id
 from percontrast_cli.data.prompts import PromptFormat
 from percontrast_cli.data.retrieval import Retriever
@@ -27,9 +27,9 @@ from percontrast_cli.data.sources import load_splits
 from percontrast_cli.distributed import is_main, rank_and_world
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import classifier_metrics, load_scores, save_scores, teacher_forced_pass
-from percontrast_cli.evaluate import generate, metrics_table, token_metrics
+from percontrast_cli.evaluate import example_rows, generate, metrics_table, token_metrics
 from percontrast_cli.losses import CE, weight_signal
-from percontrast_cli.metrics import text_metrics, wordnet
+from percontrast_cli.metrics import rouge_scores, text_metrics, wordnet
 from percontrast_cli.modeling.load import (
     converted_smollm2,
     hub_revision,
@@ -76,7 +76,8 @@ def load_task(cfg) -> TaskData:
                 f"task={task_cfg.name} generates train and test splits only: use eval.split=test"
             )
         size = task_cfg.n_train_users, task_cfg.n_test_users, task_cfg.examples_per_user
-        splits = synthetic.generate(task_cfg.name, *size, task_cfg.seed)
+        generator = personas if task_cfg.name in personas.TASKS else synthetic
+        splits = generator.generate(task_cfg.name, *size, task_cfg.seed)
     else:
         splits = load_splits(task_cfg, data_cfg, cfg.prompt.style, cfg.eval.split)
     trimmed = {name: [trim(e, data_cfg) for e in rows[: data_cfg.limit]] for name, rows in splits.items()}
@@ -322,7 +323,8 @@ def train_checkpoint(
         score_table=table,
         extra_callbacks=callbacks,
     )
-    with ctx.store.create("checkpoint", artifact_id, config, inputs, tag=tag) as (tmp, manifest):
+    extra = {"tag": tag, "train_task": cfg.task.name}  # recorded, not part of the id (the data is)
+    with ctx.store.create("checkpoint", artifact_id, config, inputs, **extra) as (tmp, manifest):
         if is_main():  # the weights are the same on every rank; one writes them
             save_trained(model, tokenizer, tmp)
             (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
@@ -335,6 +337,10 @@ def warmup(ctx: Context, base: Artifact, data: TaskData) -> Artifact:
     """Models trained from scratch get a plain-CE warm-up, shared by every loss and alpha of a sweep."""
     if not ctx.cfg.model.from_scratch or ctx.cfg.train.warmup_steps == 0:
         return base
+    if ctx.cfg.train.warmup_lr is not None:  # one warm-up for a whole learning-rate sweep
+        cfg = ctx.cfg.copy()
+        cfg.train.lr, cfg.train.warmup_lr = cfg.train.warmup_lr, None
+        ctx = dataclasses.replace(ctx, cfg=cfg)
     return train_checkpoint(ctx, base, data, CE, ctx.cfg.train.warmup_steps, tag="warmup")
 
 
@@ -460,9 +466,15 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     metrics.update(throughput)
     references = [e.output for e in test]
     metrics.update(text_metrics(predictions, references, cfg.eval.rouge_stemmer, wn, cfg.eval.meteor))
-    extra = {"metrics": metrics, "run_config": container(cfg)}
+    rouge_l = rouge_scores(predictions, references, cfg.eval.rouge_stemmer)["rougeL"]
+    # A checkpoint trained on one task can be evaluated on another (cross-task transfer): both are recorded.
+    tasks = {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name}
+    extra = {"metrics": metrics, "run_config": container(cfg), "tasks": tasks}
     with ctx.store.create("eval", artifact_id, config, inputs, **extra) as (tmp, _):
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        with open(tmp / "per_example.jsonl", "w") as f:
+            for row in example_rows([e.id for e in test], records, rouge_l):
+                f.write(json.dumps(row) + "\n")
         with open(tmp / "predictions.jsonl", "w") as f:
             for example, prediction in zip(test, predictions, strict=True):
                 f.write(

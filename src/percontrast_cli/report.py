@@ -1,7 +1,9 @@
 """Comparison reports over eval artifacts: grouped table (terminal, Markdown, CSV) and plots.
 
 Rows are grouped by the options that differ between the evaluated runs (what a sweep swept), with seeds
-pooled into mean ± std; each PerCE group is compared with the CE group that matches it on everything else.
+pooled into mean ± std; each weighted-loss group is compared with the CE group that matches it on everything
+else: the relative change of the means, and the paired difference with a 95% bootstrap interval over the
+test examples (same seed, same examples on both sides), so a reader sees whether a gap is noise.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
 from percontrast_cli.artifacts import Artifact, ArtifactStore
@@ -26,8 +29,12 @@ METRICS = (
     "estimator_auroc",
     "estimator_f1",
 )
+# Metrics with a paired difference vs CE (resampled from each eval's per_example.jsonl).
+PAIRED_METRICS = ("personal_token_acc", "nonpersonal_token_acc", "rougeL")
+BOOTSTRAP_SAMPLES = 2000
 # Options that can define a group (the experimental settings); seeds are pooled, plumbing is ignored.
-GROUPED = ("model.", "task.", "estimator.", "loss", "train.", "eval.")
+# train_task: what the checkpoint was trained on (task.name is what it was evaluated on).
+GROUPED = ("model.", "task.", "estimator.", "loss", "train.", "eval.", "train_task")
 JOB_ARTIFACTS = "artifacts.json"  # written by each `run` job into its Hydra output dir
 
 
@@ -73,12 +80,17 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     options.pop("loss.name", None)
     options["loss"] = checkpoint.manifest["config"]["loss"]["name"]
     options["seed"] = checkpoint.manifest["config"]["seed"]
+    options["train_task"] = checkpoint.manifest.get("train_task", options.get("task.name"))
     history_file = checkpoint.path / "log_history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    examples_file = evaluation.path / "per_example.jsonl"
+    lines = examples_file.read_text().splitlines() if examples_file.is_file() else []
+    examples = [json.loads(line) for line in lines]
     return {
         "options": options,
         "metrics": evaluation.manifest["metrics"],
         "history": history,
+        "examples": {e["id"]: e for e in examples},
         "id": evaluation.id,
     }
 
@@ -127,19 +139,71 @@ def add_gains(summary: list[dict]) -> None:
             for m in METRICS
             if m in entry and m in baseline and baseline[m][0] != 0
         }
+        differences = {m: paired_difference(entry["rows"], baseline["rows"], m) for m in PAIRED_METRICS}
+        entry["paired"] = {m: found for m, found in differences.items() if found}
+
+
+def example_values(row: dict, ids: list[str], metric: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-example numerators and (for token accuracies) denominators of a metric, in `ids` order."""
+    examples = [row["examples"][i] for i in ids]
+    if metric == "rougeL":
+        return np.array([e["rougeL"] for e in examples]), None
+    kind = metric.removesuffix("_token_acc")
+    return (
+        np.array([e[f"{kind}_correct"] for e in examples], dtype=float),
+        np.array([e[f"{kind}_total"] for e in examples], dtype=float),
+    )
+
+
+def paired_difference(rows: list[dict], baseline_rows: list[dict], metric: str, seed: int = 0):
+    """Mean over seeds of (method - CE) on `metric`, with a 95% percentile-bootstrap interval: test examples
+    are resampled with replacement, the same resample for both sides of every seed pair. Token accuracies
+    are pooled over the resampled examples' tokens, as the metric itself is. None without pairs."""
+    by_seed = {r["options"]["seed"]: r for r in baseline_rows}
+    pairs = [(r, by_seed[r["options"]["seed"]]) for r in rows if r["options"]["seed"] in by_seed]
+    pairs = [(a, b) for a, b in pairs if a["examples"] and b["examples"]]
+    if not pairs:
+        return None
+    ids = sorted(set.intersection(*(set(a["examples"]) & set(b["examples"]) for a, b in pairs)))
+    if not ids:
+        return None
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(ids), size=(BOOTSTRAP_SAMPLES, len(ids)))
+    everything = np.arange(len(ids))[None, :]
+
+    def value(row, index):
+        numerator, denominator = example_values(row, ids, metric)
+        if denominator is None:
+            return numerator[index].mean(axis=1)
+        return numerator[index].sum(axis=1) / np.maximum(denominator[index].sum(axis=1), 1)
+
+    point = np.mean([value(a, everything) - value(b, everything) for a, b in pairs])
+    samples = np.mean([value(a, draws) - value(b, draws) for a, b in pairs], axis=0)
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return {"diff": float(point), "low": float(low), "high": float(high), "pairs": len(pairs), "n": len(ids)}
 
 
 def table_rows(summary: list[dict], keys: list[str]) -> tuple[list[str], list[list[str]]]:
     metrics = [m for m in METRICS if any(m in e for e in summary)]
+    paired = [m for m in PAIRED_METRICS if any(m in e.get("paired", {}) for e in summary)]
     header = [*keys, "seeds", *metrics, *(f"gain {m}" for m in metrics)]
+    header += [f"Δ {m} vs CE [95% CI]" for m in paired]
     body = []
     for entry in summary:
         cells = [str(entry["options"][k]) for k in keys] + [",".join(map(str, entry["seeds"]))]
         cells += [f"{entry[m][0]:.4f} ± {entry[m][1]:.4f}" if m in entry else "" for m in metrics]
         gain = entry.get("gain", {})
         cells += [f"{gain[m]:+.1%}" if m in gain else "" for m in metrics]
+        differences = entry.get("paired", {})
+        cells += [format_difference(differences[m]) if m in differences else "" for m in paired]
         body.append(cells)
     return header, body
+
+
+def format_difference(found: dict) -> str:
+    """`+0.0123 [-0.0040, +0.0290]`, starred when the interval excludes zero."""
+    star = "*" if found["low"] > 0 or found["high"] < 0 else ""
+    return f"{found['diff']:+.4f} [{found['low']:+.4f}, {found['high']:+.4f}]{star}"
 
 
 def write_tables(summary: list[dict], keys: list[str], out_dir: Path) -> Table:
@@ -159,33 +223,96 @@ def write_tables(summary: list[dict], keys: list[str], out_dir: Path) -> Table:
     return table
 
 
-def plot_metric_vs_alpha(summary: list[dict], metric: str, path: Path) -> None:
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+# Loss settings that only matter for a weighted loss: CE joins every weighting's series (at alpha 0 in the
+# alpha plot), whatever its own unused values.
+LOSS_DETAILS = ("loss.alpha", "loss.weighting", "loss.clip_min", "loss.clip_max", "loss.keep_ratio")
+
+
+def plot_metric_vs(summary: list[dict], metric: str, x_key: str, path: Path, log_x: bool = False) -> None:
+    """`metric` (mean ± std over seeds) against one swept option, a line per setting of the others:
+    loss.alpha (0 = CE) or train.lr (where CE breaks)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     series: dict[str, list] = {}
     for entry in summary:
         if metric not in entry:
             continue
         options = entry["options"]
-        others = ", ".join(
-            f"{k}={v}"
-            for k, v in options.items()
-            # CE joins every weighting's series at alpha 0, whatever its own (unused) clip settings.
-            if k not in ("loss.alpha", "loss.weighting", "loss.clip_min", "loss.clip_max", "loss.keep_ratio")
-        )
-        series.setdefault(others, []).append((options.get("loss.alpha", 0.0), *entry[metric]))
+        hidden = LOSS_DETAILS if x_key == "loss.alpha" else (x_key,)
+        others = ", ".join(f"{k}={v}" for k, v in options.items() if k not in hidden)
+        x = options.get(x_key, 0.0 if x_key == "loss.alpha" else None)
+        if x is not None:
+            series.setdefault(others, []).append((float(x), *entry[metric]))
     for label, points in sorted(series.items()):
         points.sort()
         xs, ys, errs = zip(*points, strict=True)
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label or metric)
-    ax.set_xlabel("alpha (0 = CE)")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("alpha (0 = CE)" if x_key == "loss.alpha" else x_key)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs PerCE alpha\n(mean ± std over seeds)", fontsize=10)
+    ax.set_title(f"{metric} vs {x_key}\n(mean ± std over seeds)", fontsize=10)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_transfer_matrix(summary: list[dict], metric: str, path: Path) -> None:
+    """Train task x eval task, one panel per loss (mean over seeds), plus each weighted loss minus CE."""
+    plt = pyplot()
+    by_loss: dict[str, dict[tuple[str, str], float]] = {}
+    for entry in summary:
+        if metric in entry:
+            options = entry["options"]
+            cell = (options["train_task"], options["task.name"])
+            by_loss.setdefault(str(options.get("loss", "?")), {})[cell] = entry[metric][0]
+    panels = dict(sorted(by_loss.items()))
+    if "ce" in by_loss:
+        ce = by_loss["ce"]
+        for loss, cells in sorted(by_loss.items()):
+            if loss != "ce":
+                panels[f"{loss} - ce"] = {c: v - ce[c] for c, v in cells.items() if c in ce}
+    tasks = sorted({t for cells in by_loss.values() for cell in cells for t in cell})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (title, cells) in zip(axes[0], panels.items(), strict=True):
+        grid = np.full((len(tasks), len(tasks)), np.nan)
+        for (train_task, eval_task), value in cells.items():
+            grid[tasks.index(train_task), tasks.index(eval_task)] = value
+        difference = " - " in title
+        bound = np.nanmax(np.abs(grid)) if difference else None
+        image = ax.imshow(
+            grid, cmap="RdBu" if difference else "viridis", vmin=-bound if difference else None, vmax=bound
+        )
+        for i in range(len(tasks)):
+            for j in range(len(tasks)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(
+                        j,
+                        i,
+                        f"{grid[i, j]:+.3f}" if difference else f"{grid[i, j]:.3f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if difference else "white",
+                    )
+        short = [t.removeprefix("persona_") for t in tasks]
+        ax.set_xticks(range(len(tasks)), short, fontsize=7)
+        ax.set_yticks(range(len(tasks)), short, fontsize=7)
+        ax.set_xlabel("eval task")
+        ax.set_ylabel("train task")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(f"{metric}: train task x eval task (mean over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -193,10 +320,7 @@ def plot_metric_vs_alpha(summary: list[dict], metric: str, path: Path) -> None:
 
 def plot_token_losses(summary: list[dict], path: Path) -> None:
     """Personal vs non-personal token loss over training steps, one colour per group, seeds averaged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for index, entry in enumerate(summary):

@@ -93,6 +93,7 @@ def stage_eval(cfg):
         checkpoint = pipeline.named_checkpoint(ctx, cfg.checkpoint)
         result = pipeline.evaluate(ctx, checkpoint, data)
         print_artifacts([checkpoint, result])
+        record_job_artifacts({"checkpoint": checkpoint.id, "eval": result.id})
         return result
 
 
@@ -109,10 +110,16 @@ def stage_run(cfg):
             _, tokens = pipeline.scored_tokens(ctx, first, data, 0)
             ctx.tracker.log_html("estimate/heatmap_example0", html_heatmap(tokens, f"estimate {first.id}"))
         print_artifacts([start, first, trained, result])
-        if HydraConfig.initialized():  # lets `report` find this job's artifacts from its sweep dir
-            ids = {"start": start.id, "estimate": first.id, "checkpoint": trained.id, "eval": result.id}
-            (Path(run_dir()) / report.JOB_ARTIFACTS).write_text(json.dumps(ids, indent=1))
+        ids = {"start": start.id, "estimate": first.id, "checkpoint": trained.id, "eval": result.id}
+        record_job_artifacts(ids)
         return result
+
+
+def record_job_artifacts(ids: dict[str, str]) -> None:
+    """The job's artifact ids in its Hydra dir: `report` finds a sweep's evals (and scripts its checkpoints)
+    from the sweep dir."""
+    if HydraConfig.initialized():
+        (Path(run_dir()) / report.JOB_ARTIFACTS).write_text(json.dumps(ids, indent=1))
 
 
 def stage_report(cfg):
@@ -128,7 +135,12 @@ def stage_report(cfg):
         # A wide table: in logs and pipes (no terminal width to honour) print it unwrapped.
         (console if console.is_terminal else Console(stderr=True, width=250)).print(table)
         for metric in cfg.report.plot_metrics:
-            report.plot_metric_vs_alpha(summary, metric, out_dir / f"{metric}_vs_alpha.png")
+            report.plot_metric_vs(summary, metric, "loss.alpha", out_dir / f"{metric}_vs_alpha.png")
+            if "train.lr" in keys:
+                lr_plot = out_dir / f"{metric}_vs_lr.png"
+                report.plot_metric_vs(summary, metric, "train.lr", lr_plot, log_x=True)
+            if {"train_task", "task.name"} <= set(keys):
+                report.plot_transfer_matrix(summary, metric, out_dir / f"{metric}_transfer_matrix.png")
         report.plot_token_losses(summary, out_dir / "token_loss_curves.png")
         say(f"report of {len(rows)} evals written to {out_dir}")
         return out_dir

@@ -117,6 +117,8 @@ def validate_config(cfg) -> None:
         )
     _integer(cfg.train.warmup_steps, "train.warmup_steps", 0)
     _at_least(cfg.train.lr, "train.lr", 0)
+    if cfg.train.warmup_lr is not None:
+        _at_least(cfg.train.warmup_lr, "train.warmup_lr", 0)
     _integer(cfg.eval.batch_size, "eval.batch_size", 1)
     _integer(cfg.eval.max_new_tokens, "eval.max_new_tokens", 1)
     if cfg.eval.limit is not None:

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The paper's three claims, tested on the persona task family (issue 9). One study per argument:
+#   bash scripts/claims.sh methods|lr|transfer|strength|headroom|all
+# CLAIMS_OVERRIDES (env) adds Hydra overrides to every job, e.g. smaller sizes for a smoke test.
+# Each study is a sweep of an `experiment=claims_*` preset into a fixed sweep dir and ends in a report under
+# $PERCONTRAST_OUTPUTS/reports/claims_<study>. Re-runnable: every finished job is skipped (its artifacts
+# exist), so a rerun of a finished study only re-composes configs and rewrites the report.
+set -euo pipefail
+which=${1:-all}
+root=${PERCONTRAST_OUTPUTS:-outputs}
+read -r -a extra <<< "${CLAIMS_OVERRIDES:-}"
+pc() { python -m percontrast_cli.cli "$@" "${extra[@]}"; }
+stamp() { echo "== $(date -u +%H:%M:%S) $*"; }
+report() {  # report <study> <sweep dir>...
+  local name=$1 dirs
+  shift
+  dirs=$(printf '%s,' "$@")
+  pc report "report.evals=[${dirs%,}]" "report.out_dir=$root/reports/claims_$name" \
+    'report.plot_metrics=[personal_token_acc,nonpersonal_token_acc,rougeL]'
+}
+
+if [[ $which == methods || $which == all ]]; then
+  stamp "claim 1: CE vs PerCE vs LossCE / EntCE / DFT, 3 seeds, 150 and 450 steps"
+  time pc run -m experiment=claims_methods
+  report methods "$root/hydra/claims_methods"
+fi
+
+if [[ $which == lr || $which == all ]]; then
+  stamp "claim 2: CE vs PerCE over learning rates, 2 seeds"
+  time pc run -m experiment=claims_lr
+  report lr "$root/hydra/claims_lr"
+fi
+
+if [[ $which == transfer || $which == all ]]; then
+  stamp "claim 3: train on each task, evaluate on all three, CE vs PerCE, 2 seeds"
+  time pc run -m experiment=claims_transfer
+  # every checkpoint of the sweep, evaluated on every task (its own task's eval exists and is skipped)
+  checkpoints=$(python - "$root/hydra/claims_transfer" <<'PY'
+import json, pathlib, sys
+jobs = sorted(pathlib.Path(sys.argv[1]).glob("*/artifacts.json"))
+print(",".join(sorted({json.loads(job.read_text())["checkpoint"] for job in jobs})))
+PY
+)
+  time pc eval -m experiment=claims_transfer "checkpoint=$checkpoints" \
+    task=persona_email,persona_review,persona_topic 'hydra.sweeper.params={}' \
+    "hydra.sweep.dir=$root/hydra/claims_transfer_evals"
+  report transfer "$root/hydra/claims_transfer" "$root/hydra/claims_transfer_evals"
+fi
+
+if [[ $which == strength || $which == all ]]; then
+  stamp "PerCE strength: alpha x clip_max, 2 seeds, and CE at the same budget"
+  time pc run -m experiment=claims_strength
+  time pc run -m experiment=claims_strength loss=ce loss.alpha=1 loss.clip_max=5 \
+    "hydra.sweep.dir=$root/hydra/claims_strength_ce"
+  report strength "$root/hydra/claims_strength" "$root/hydra/claims_strength_ce"
+fi
+
+if [[ $which == headroom || $which == all ]]; then
+  stamp "headroom with a pretrained model: SmolLM2 + LoRA, CE and PerCE on persona_email"
+  time pc run -m experiment=persona_real loss=ce,perce
+  report headroom "$root/hydra/persona_real"
+fi
+stamp done

@@ -1,0 +1,112 @@
+"""The claims studies: presets that sweep what the issue asks, cross-task evaluation that records both tasks,
+a study script that skips every finished job on a rerun, and the report's paired differences and plots."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+
+from percontrast_cli import report
+from percontrast_cli.validation import validate_config
+
+from .test_end_to_end import artifact_ids
+
+STUDIES = {
+    "claims_methods": {"loss": "ce,perce,lossce,entce,dft", "seed": "0,1,2", "train.steps": "150,450"},
+    "claims_lr": {"loss": "ce,perce", "seed": "0,1"},
+    "claims_transfer": {"task": "persona_email,persona_review,persona_topic", "loss": "ce,perce"},
+    "claims_strength": {"loss.alpha": "0.5,1,2", "loss.clip_max": "2,5,10"},
+}
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_study_presets_compose_validate_and_sweep_what_they_claim(study):
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={study}"], return_hydra_config=True)
+    validate_config(cfg)
+    assert cfg.task.name.startswith("persona_")
+    params = cfg.hydra.sweeper.params
+    for key, values in STUDIES[study].items():
+        assert params[key] == values, key
+    assert cfg.hydra.sweep.dir.endswith(f"hydra/{study}")
+    if study == "claims_lr":  # every learning rate starts from the same warm-up
+        assert cfg.train.warmup_lr == 2e-3
+        assert len(params["train.lr"].split(",")) >= 4
+
+
+TINY = (
+    "train.warmup_steps=4 train.steps=2 train.batch_size=4 train.log_every=2 train.save_every=2 "
+    "task.n_train_users=4 task.n_test_users=2 task.examples_per_user=1 model.vocab_size=400 "
+    "model.hidden_size=32 model.intermediate_size=64 model.num_heads=2 eval.max_new_tokens=8"
+)
+
+
+def claims(study, root, cwd):
+    env = {
+        **os.environ,
+        "PERCONTRAST_OUTPUTS": str(root),
+        "CLAIMS_OVERRIDES": TINY,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    script = Path(__file__).parents[1] / "scripts" / "claims.sh"
+    result = subprocess.run(["bash", str(script), study], capture_output=True, text=True, cwd=cwd, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_transfer_study_evaluates_across_tasks_records_both_and_reruns_as_skips(tmp_path):
+    root = tmp_path / "out"
+    claims("transfer", root, tmp_path)
+    evals = [json.loads((p / "manifest.json").read_text()) for p in (root / "artifacts" / "eval").iterdir()]
+    pairs = {(e["tasks"]["train"], e["tasks"]["eval"]) for e in evals}
+    tasks = ("persona_email", "persona_review", "persona_topic")
+    assert pairs == {(a, b) for a in tasks for b in tasks}  # 3 x 3, each eval recording both tasks
+    assert len(evals) == 9 * 2 * 2  # x 2 losses x 2 seeds
+    checkpoints = len(artifact_ids(root, "checkpoint"))
+
+    rerun = claims("transfer", root, tmp_path)
+    assert not re.search(r"^(trained|estimated|built|registered) ", rerun, re.M)
+    assert len(artifact_ids(root, "checkpoint")) == checkpoints
+    out = root / "reports" / "claims_transfer"
+    table = (out / "report.md").read_text()
+    header = table.splitlines()[0]
+    assert "train_task" in header and "task.name" in header and "Δ personal_token_acc vs CE" in header
+    assert (out / "personal_token_acc_transfer_matrix.png").stat().st_size > 1000
+
+
+def row(seed, correct, total, rouge_l):
+    examples = {
+        f"x{i}": {"id": f"x{i}", "personal_correct": c, "personal_total": t, "rougeL": r}
+        for i, (c, t, r) in enumerate(zip(correct, total, rouge_l, strict=True))
+    }
+    return {"options": {"seed": seed}, "examples": examples}
+
+
+def test_paired_difference_is_the_seed_mean_gap_with_an_interval_around_it():
+    rng = np.random.default_rng(0)
+    totals = rng.integers(3, 8, size=40)
+    base = [row(s, (totals * 0.5).astype(int), totals, rng.uniform(0.2, 0.4, 40)) for s in (0, 1)]
+    better = [row(s, totals - 1, totals, rng.uniform(0.2, 0.4, 40)) for s in (0, 1)]
+    found = report.paired_difference(better, base, "personal_token_acc")
+    expected = np.mean(
+        [(totals - 1).sum() / totals.sum() - (totals * 0.5).astype(int).sum() / totals.sum() for _ in (0, 1)]
+    )
+    assert found["diff"] == pytest.approx(expected)
+    assert 0 < found["low"] < found["diff"] < found["high"]
+    assert found["pairs"] == 2 and found["n"] == 40
+    # same distribution on both sides: the interval covers zero
+    noise = report.paired_difference(
+        [row(0, totals * 0, totals, rng.uniform(0.2, 0.4, 40))],
+        [row(0, totals * 0, totals, rng.uniform(0.2, 0.4, 40))],
+        "rougeL",
+    )
+    assert noise["low"] < 0 < noise["high"]
+    # no common seed: no pairs, no interval
+    assert report.paired_difference([row(5, totals, totals, totals * 0.0)], base, "rougeL") is None
