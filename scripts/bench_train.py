@@ -1,7 +1,8 @@
 """Training step time, throughput and peak memory: this project's CE and PerCE against the trainers users
 would pick instead, on the same model, data and batches.
 
-    python scripts/bench_train.py [shape=tiny|longlamp|all] [steps=60] [repeats=3] [warmup=5]
+    python scripts/bench_train.py [shape=tiny|longlamp|longlamp_lora|all] [steps=60] [repeats=3] [warmup=5]
+                                  [contenders=ours_ce,ours_ce_full_logits,...]
     make bench
 
 Contenders (each run in its own child process, so its peak memory is its own; the contenders take turns in
@@ -14,8 +15,9 @@ every repeat, and the table reports medians over repeats of the per-run median s
 - ``hf_trainer``: a plain ``transformers.Trainer`` with the model's own loss (labels on the target only);
 - ``trl_sft``: TRL's ``SFTTrainer`` with a completion-only loss (``pip install trl``; skipped without it).
 
-Shapes: ``tiny`` (the default tiny model, synthetic_email, batch 16) and ``longlamp`` (the embedded
-SmolLM2-135M, prompts of ~1,500 tokens of retrieved profile items, targets of ~300 tokens, batch 1 on CPU).
+Shapes: ``tiny`` (the default tiny model, synthetic_email, batch 16), ``longlamp`` (the embedded
+SmolLM2-135M, prompts of ~1,500 tokens of retrieved profile items, targets of ~300 tokens, batch 1 on CPU,
+full fine-tuning) and ``longlamp_lora`` (the same sequences, batch 4, LoRA, gradient checkpointing).
 Peak memory: resident set size of the child process on CPU, peak allocated memory on a GPU.
 """
 
@@ -39,6 +41,18 @@ CONTENDERS = ("ours_ce", "ours_perce", "ours_ce_full_logits", "hf_trainer", "trl
 SHAPES = {
     "tiny": {"overrides": ["train.batch_size=16"], "steps": 60},
     "longlamp": {"overrides": ["model=smollm2", "train.batch_size=1", "model.max_length=2048"], "steps": 3},
+    # The same sequences as LoRA users train them: batch 4, activations recomputed in the backward pass, so
+    # what is left of the memory is the model, the checkpointed layer inputs and the logits.
+    "longlamp_lora": {
+        "overrides": [
+            "model=smollm2",
+            "train.batch_size=4",
+            "model.max_length=2048",
+            "train.peft=lora",
+            "train.gradient_checkpointing=true",
+        ],
+        "steps": 2,
+    },
 }
 
 
@@ -130,6 +144,7 @@ def right_padded(pad_id: int):
 def run_one(contender: str, shape: str, work: str, steps: int, warmup: int, queue) -> None:
     from percontrast_cli.losses import CE, token_nll, weighted_nll
     from percontrast_cli.modeling.load import load_model_and_tokenizer
+    from percontrast_cli.modeling.lora import wrap_lora
     from percontrast_cli.stages import quiet_libraries
     from percontrast_cli.tracking import NullTracker
     from percontrast_cli.train import PerCETrainer, fit, training_arguments
@@ -141,6 +156,9 @@ def run_one(contender: str, shape: str, work: str, steps: int, warmup: int, queu
     work_dir = Path(work)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_model_and_tokenizer(work_dir / "model")
+    if train_cfg.peft == "lora":
+        torch.manual_seed(0)  # the same adapters for every contender
+        model = wrap_lora(model, train_cfg.lora)
     items = json.loads((work_dir / "items.json").read_text())
     timer = StepTimer()
     total = steps + warmup
@@ -215,8 +233,8 @@ def trl_available() -> bool:
     return True
 
 
-def bench(shape: str, steps: int, repeats: int, warmup: int) -> dict:
-    contenders = [c for c in CONTENDERS if c != "trl_sft" or trl_available()]
+def bench(shape: str, steps: int, repeats: int, warmup: int, chosen: list[str]) -> dict:
+    contenders = [c for c in chosen if c != "trl_sft" or trl_available()]
     results: dict[str, list[dict]] = {c: [] for c in contenders}
     with tempfile.TemporaryDirectory() as work:
         prepare(shape, Path(work))
@@ -250,17 +268,28 @@ def report(shape: str, table: dict, steps: int, repeats: int) -> None:
             f"| {row['s_per_step'] / base:.3f}x |"
         )
     ce = table["ours_ce"]
-    lines = [f"ours_perce / ours_ce time: {table['ours_perce']['s_per_step'] / ce['s_per_step']:.3f}x"]
+    lines = []
+    if "ours_perce" in table:
+        lines.append(
+            f"ours_perce / ours_ce time: {table['ours_perce']['s_per_step'] / ce['s_per_step']:.3f}x"
+        )
     for peer in ("hf_trainer", "trl_sft"):
         if peer in table:
             lines.append(f"ours_ce / {peer} time: {ce['s_per_step'] / table[peer]['s_per_step']:.3f}x")
-    old = table["ours_ce_full_logits"]
-    lines.append(f"peak memory, full-logits CE / ours_ce: {old['peak'] / ce['peak']:.2f}x")
+    if "ours_ce_full_logits" in table:
+        old = table["ours_ce_full_logits"]
+        lines.append(f"peak memory, full-logits CE / ours_ce: {old['peak'] / ce['peak']:.2f}x")
     print("\n" + "\n".join(lines))
 
 
 def main(argv: list[str]) -> None:
-    options = {"shape": "all", "repeats": "3", "warmup": None, "steps": None}
+    options = {
+        "shape": "all",
+        "repeats": "3",
+        "warmup": None,
+        "steps": None,
+        "contenders": ",".join(CONTENDERS),
+    }
     for arg in argv:
         key, _, value = arg.partition("=")
         if key not in options:
@@ -270,7 +299,10 @@ def main(argv: list[str]) -> None:
     for shape in shapes:
         steps = int(options["steps"] or SHAPES[shape]["steps"])
         warmup = int(options["warmup"] or (5 if shape == "tiny" else 1))
-        table = bench(shape, steps, int(options["repeats"]), warmup)
+        chosen = options["contenders"].split(",")
+        if "ours_ce" not in chosen or set(chosen) - set(CONTENDERS):
+            raise SystemExit(f"contenders: ours_ce and any of {', '.join(CONTENDERS)}")
+        table = bench(shape, steps, int(options["repeats"]), warmup, chosen)
         report(shape, table, steps, int(options["repeats"]))
 
 

@@ -10,6 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from percontrast_cli.data.encode import IGNORE, Collator, encode_example
 from percontrast_cli.errors import PercontrastError
+from percontrast_cli.losses import token_nll
+from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.modeling.load import load_model_and_tokenizer
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.tracking import NullTracker
@@ -34,6 +36,7 @@ TRAIN = OmegaConf.create(
         "log_every": 1,
         "save_every": 100,
         "group_by_length": False,
+        "gradient_checkpointing": False,
     }
 )
 PERCE = loss_config("perce")
@@ -91,6 +94,39 @@ def test_lora_perce_step_changes_only_adapter_weights(model, tokenizer, training
     changed = {n for n, p in lora_model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert changed and all("lora_" in n for n in changed)
     assert any("lora_B" in n for n in changed)  # B starts at zero: the adapter now does something
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_and_fit_turns_it_on(
+    model, tokenizer, training_items, tmp_path
+):
+    """Recomputing activations in the backward pass changes memory, not the gradients (LoRA's frozen
+    inputs, target-only logits); train.gradient_checkpointing switches it on in training."""
+    batch = Collator(tokenizer.pad_token_id)(training_items)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)  # the same LoRA A initialisation both times
+        lora_model = wrap_lora(copy.deepcopy(model), LORA)
+        with torch.no_grad():  # a non-zero adapter: gradients reach both A and B
+            for name, param in lora_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+        if checkpointing:
+            lora_model.gradient_checkpointing_enable({"use_reentrant": False})
+        lora_model.train()
+        token_nll(target_logits(lora_model, batch), tail(batch["labels"], batch["keep"])).sum().backward()
+        grads.append({n: p.grad for n, p in lora_model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, value in grads[0].items():
+        torch.testing.assert_close(grads[1][name], value, rtol=1e-5, atol=1e-7)
+
+    lora_model = wrap_lora(copy.deepcopy(model), LORA)
+    train_cfg = TRAIN.copy()
+    train_cfg.gradient_checkpointing = True
+    fit(
+        lora_model, tokenizer, training_items, train_cfg=train_cfg, loss_cfg=PERCE, online_refresh=True,
+        steps=1, seed=0, work_dir=tmp_path / "work", device="cpu", tracker=NullTracker(), description="gc",
+    )  # fmt: skip
+    assert lora_model.base_model.model.is_gradient_checkpointing
 
 
 def test_saved_lora_checkpoint_reloads_with_identical_logits(model, tokenizer, tmp_path):

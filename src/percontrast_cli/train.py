@@ -208,6 +208,9 @@ def training_arguments(
         use_cpu=device == "cpu",
         bf16=bf16,  # autocast over fp32 master weights (model.dtype bfloat16, or auto on a bf16 GPU)
         train_sampling_strategy="group_by_length" if train_cfg.group_by_length else "random",
+        activation_checkpointing=train_cfg.gradient_checkpointing,
+        # non-reentrant: works with frozen inputs (LoRA) and with the no-grad counterfactual pass
+        activation_checkpointing_kwargs={"use_reentrant": False},
         ddp_backend=ddp_backend,  # several processes: the Trainer's own DDP / FSDP / DeepSpeed
     )
 

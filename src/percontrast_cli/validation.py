@@ -51,6 +51,7 @@ def validate_config(cfg) -> None:
         raise PercontrastError("model.source=hub needs model.name_or_path (a hub id or a local directory)")
     _choice(cfg.train.peft, "train.peft", ("none", "lora"))
     _choice(cfg.train.group_by_length, "train.group_by_length", (True, False))
+    _choice(cfg.train.gradient_checkpointing, "train.gradient_checkpointing", (True, False))
     _choice(cfg.task.source, "task.source", ("synthetic", "longlamp"))
     if cfg.data.path and not Path(cfg.data.path).exists():
         raise PercontrastError(f"data.path={cfg.data.path!r}: no such file or directory")
