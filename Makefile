@@ -8,7 +8,8 @@ PY = $(VENV)/bin/python
 PIP = $(PY) -m pip install -q --disable-pip-version-check
 PERCONTRAST = $(VENV)/bin/percontrast
 
-.PHONY: install install-real install-wordnet install-dev demo demo-real test lint bench results
+.PHONY: install install-real install-wordnet install-dev demo demo-real test lint bench results \
+	claims claims-methods claims-lr claims-transfer claims-strength claims-headroom
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,3 +61,19 @@ bench: install-real
 # Every number and plot of the README's Results section (long: about two hours on 2 CPU cores).
 results: install-real install-wordnet
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/readme_results.sh all
+
+# The paper's claims on the persona task (README "Results"): one study per target, each ending in a report
+# under outputs/reports/claims_<study>; rerunning a finished study skips every job. `make claims`: all five.
+CLAIMS = PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/claims.sh
+claims: install-real install-wordnet
+	$(CLAIMS) all
+claims-methods: install install-wordnet
+	$(CLAIMS) methods
+claims-lr: install install-wordnet
+	$(CLAIMS) lr
+claims-transfer: install install-wordnet
+	$(CLAIMS) transfer
+claims-strength: install install-wordnet
+	$(CLAIMS) strength
+claims-headroom: install-real install-wordnet
+	$(CLAIMS) headroom

@@ -110,7 +110,7 @@ def prepare(shape: str, work: Path) -> None:
 
     cfg = compose_config([*SHAPES[shape]["overrides"], "retrieval.k=15"])
     ctx = pipeline.Context(cfg, ArtifactStore(work / "store"), torch.device("cpu"), NullTracker())
-    if shape == "longlamp":
+    if shape.startswith("longlamp"):
         examples = longlamp_examples(16)
         data = pipeline.TaskData(examples, examples)
     else:

@@ -69,6 +69,14 @@ def test_transfer_study_evaluates_across_tasks_records_both_and_reruns_as_skips(
     tasks = ("persona_email", "persona_review", "persona_topic")
     assert pairs == {(a, b) for a in tasks for b in tasks}  # 3 x 3, each eval recording both tasks
     assert len(evals) == 9 * 2 * 2  # x 2 losses x 2 seeds
+    for manifest in evals:  # the per-example rows the report resamples add up to the eval's metrics
+        path = root / "artifacts" / "eval" / manifest["id"] / "per_example.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len(rows) == 2  # 2 test users x 1 target
+        for kind in ("personal", "nonpersonal"):
+            accuracy = sum(r[f"{kind}_correct"] for r in rows) / sum(r[f"{kind}_total"] for r in rows)
+            assert accuracy == pytest.approx(manifest["metrics"][f"{kind}_token_acc"])
+        assert np.mean([r["rougeL"] for r in rows]) == pytest.approx(manifest["metrics"]["rougeL"])
     checkpoints = len(artifact_ids(root, "checkpoint"))
 
     rerun = claims("transfer", root, tmp_path)

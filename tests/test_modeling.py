@@ -126,7 +126,7 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_fit_turns_it_on(
         lora_model, tokenizer, training_items, train_cfg=train_cfg, loss_cfg=PERCE, online_refresh=True,
         steps=1, seed=0, work_dir=tmp_path / "work", device="cpu", tracker=NullTracker(), description="gc",
     )  # fmt: skip
-    assert lora_model.base_model.model.is_gradient_checkpointing
+    assert lora_model.base_model.model.is_activation_checkpointing
 
 
 def test_saved_lora_checkpoint_reloads_with_identical_logits(model, tokenizer, tmp_path):
