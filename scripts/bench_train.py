@@ -18,13 +18,17 @@ every repeat, and the table reports medians over repeats of the per-run median s
 Shapes: ``tiny`` (the default tiny model, synthetic_email, batch 16), ``longlamp`` (the embedded
 SmolLM2-135M, prompts of ~1,500 tokens of retrieved profile items, targets of ~300 tokens, batch 1 on CPU,
 full fine-tuning) and ``longlamp_lora`` (the same sequences, batch 4, LoRA, gradient checkpointing).
-Peak memory: resident set size of the child process on CPU, peak allocated memory on a GPU.
+Peak memory: resident set size of the child process on CPU, peak allocated memory on a GPU. On CPU the
+children run with glibc's mmap threshold pinned (``MALLOC_MMAP_THRESHOLD_``): large tensors are then always
+mapped and unmapped, so a freed tensor leaves the resident set and the peak RSS is the peak of live memory
+(with glibc's default, adaptive threshold, freed blocks stay in the heap and the RSS only ever grows).
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import random
 import resource
 import statistics
@@ -238,6 +242,7 @@ def bench(shape: str, steps: int, repeats: int, warmup: int, chosen: list[str]) 
     results: dict[str, list[dict]] = {c: [] for c in contenders}
     with tempfile.TemporaryDirectory() as work:
         prepare(shape, Path(work))
+        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))  # read by each spawned child's glibc
         ctx = mp.get_context("spawn")
         for repeat in range(repeats):
             for contender in contenders:  # interleaved: drift on the machine hits every contender alike
