@@ -119,18 +119,24 @@ def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
     return summary
 
 
+def non_loss_options(options: dict) -> dict:
+    return {k: v for k, v in options.items() if k != "loss" and not k.startswith("loss.")}
+
+
 def add_gains(summary: list[dict]) -> None:
     """Relative change of each weighted-loss group's means vs the CE group equal to it in every non-loss
     option (for losses a negative change is the improvement)."""
-
-    def context(entry):
-        return {k: v for k, v in entry["options"].items() if k != "loss" and not k.startswith("loss.")}
-
     for entry in summary:
         if entry["options"].get("loss") == "ce":
             continue
         baseline = next(
-            (b for b in summary if b["options"].get("loss") == "ce" and context(b) == context(entry)), None
+            (
+                b
+                for b in summary
+                if b["options"].get("loss") == "ce"
+                and non_loss_options(b["options"]) == non_loss_options(entry["options"])
+            ),
+            None,
         )
         if baseline is None:
             continue
@@ -232,38 +238,43 @@ def pyplot():
     return plt
 
 
-# Loss settings that only matter for a weighted loss: CE joins every weighting's series (at alpha 0 in the
-# alpha plot), whatever its own unused values.
-LOSS_DETAILS = ("loss.alpha", "loss.weighting", "loss.clip_min", "loss.clip_max", "loss.keep_ratio")
+# Loss settings that say which weighting a row is (its name already does): left out of plot labels.
+LOSS_IDENTITY = ("loss.weighting", "loss.clip_min", "loss.keep_ratio", "loss.normalize")
 
 
 def plot_metric_vs(summary: list[dict], metric: str, x_key: str, path: Path, log_x: bool = False) -> None:
     """`metric` (mean ± std over seeds) against one swept option, a line per setting of the others:
-    loss.alpha (0 = CE) or train.lr (where CE breaks)."""
+    loss.alpha (CE is alpha 0 of every weighting's line) or train.lr (where CE breaks)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    series: dict[str, list] = {}
+    alpha_plot = x_key == "loss.alpha"
+    series: dict[str, dict] = {}
+    ce_points = []
     for entry in summary:
-        if metric not in entry:
-            continue
         options = entry["options"]
-        hidden = LOSS_DETAILS if x_key == "loss.alpha" else (x_key,)
-        others = ", ".join(f"{k}={v}" for k, v in options.items() if k not in hidden)
-        x = options.get(x_key, 0.0 if x_key == "loss.alpha" else None)
-        if x is not None:
-            series.setdefault(others, []).append((float(x), *entry[metric]))
-    for label, points in sorted(series.items()):
-        points.sort()
-        xs, ys, errs = zip(*points, strict=True)
+        if metric not in entry or (x_key not in options and not alpha_plot):
+            continue
+        point = (float(options.get(x_key, 0.0)), *entry[metric])
+        if alpha_plot and options.get("loss") == "ce":
+            ce_points.append((non_loss_options(options), point))
+            continue
+        label = ", ".join(f"{k}={v}" for k, v in options.items() if k != x_key and k not in LOSS_IDENTITY)
+        line = series.setdefault(label, {"context": non_loss_options(options), "points": []})
+        line["points"].append(point)
+    for line in series.values():
+        line["points"] += [point for context, point in ce_points if context == line["context"]]
+    if not series and ce_points:
+        series["loss=ce"] = {"points": [point for _, point in ce_points]}
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, line in sorted(series.items()):
+        xs, ys, errs = zip(*sorted(line["points"]), strict=True)
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label or metric)
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel("alpha (0 = CE)" if x_key == "loss.alpha" else x_key)
+    ax.set_xlabel("alpha (0 = CE)" if alpha_plot else x_key)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs {x_key}\n(mean ± std over seeds)", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
