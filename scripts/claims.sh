@@ -34,7 +34,8 @@ fi
 if [[ $which == transfer || $which == all ]]; then
   stamp "claim 3: train on each task, evaluate on all three, CE vs PerCE, 2 seeds"
   time pc run -m experiment=claims_transfer
-  # every checkpoint of the sweep, evaluated on every task (its own task's eval exists and is skipped)
+  # every checkpoint of the sweep, evaluated on every task (its own task's eval exists and is skipped); the
+  # preset's own sweep (task x loss x seed) is removed: loss and seed come with the checkpoint
   checkpoints=$(python - "$root/hydra/claims_transfer" <<'PY'
 import json, pathlib, sys
 jobs = sorted(pathlib.Path(sys.argv[1]).glob("*/artifacts.json"))
@@ -42,7 +43,8 @@ print(",".join(sorted({json.loads(job.read_text())["checkpoint"] for job in jobs
 PY
 )
   time pc eval -m experiment=claims_transfer "checkpoint=$checkpoints" \
-    task=persona_email,persona_review,persona_topic 'hydra.sweeper.params={}' \
+    task=persona_email,persona_review,persona_topic \
+    '~hydra.sweeper.params.task' '~hydra.sweeper.params.loss' '~hydra.sweeper.params.seed' \
     "hydra.sweep.dir=$root/hydra/claims_transfer_evals"
   report transfer "$root/hydra/claims_transfer" "$root/hydra/claims_transfer_evals"
 fi

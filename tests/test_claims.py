@@ -69,6 +69,8 @@ def test_transfer_study_evaluates_across_tasks_records_both_and_reruns_as_skips(
     tasks = ("persona_email", "persona_review", "persona_topic")
     assert pairs == {(a, b) for a in tasks for b in tasks}  # 3 x 3, each eval recording both tasks
     assert len(evals) == 9 * 2 * 2  # x 2 losses x 2 seeds
+    # one cross-task eval job per (checkpoint, task): the preset's own sweep does not multiply them
+    assert len(list((root / "hydra" / "claims_transfer_evals").glob("*/artifacts.json"))) == 12 * 3
     for manifest in evals:  # the per-example rows the report resamples add up to the eval's metrics
         path = root / "artifacts" / "eval" / manifest["id"] / "per_example.jsonl"
         rows = [json.loads(line) for line in path.read_text().splitlines()]
