@@ -335,7 +335,7 @@ def plot_token_losses(summary: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for index, entry in enumerate(summary):
-        label = ", ".join(f"{k}={v}" for k, v in entry["options"].items())
+        label = ", ".join(f"{k}={v}" for k, v in entry["options"].items() if k not in LOSS_IDENTITY)
         for key, style in (("personal_loss", "-"), ("nonpersonal_loss", ":")):
             by_step: dict[int, list[float]] = {}
             for row in entry["rows"]:
@@ -355,7 +355,6 @@ def plot_token_losses(summary: list[dict], path: Path) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("token NLL")
     ax.set_title("personal (solid) vs non-personal (dotted) target-token loss", fontsize=10)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
