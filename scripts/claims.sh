@@ -59,7 +59,7 @@ fi
 
 if [[ $which == headroom || $which == all ]]; then
   stamp "headroom with a pretrained model: SmolLM2 + LoRA, CE and PerCE on persona_email"
-  time pc run -m experiment=persona_real loss=ce,perce
+  time pc run -m experiment=persona_real loss=ce,perce seed=0,1
   report headroom "$root/hydra/persona_real"
 fi
 stamp done
