@@ -55,21 +55,28 @@ def rouge(predictions: list[str], references: list[str], stemmer: bool = False) 
 
 
 def text_metrics(
-    predictions: list[str], references: list[str], stemmer: bool = False, wn=None, with_meteor: bool = True
+    predictions: list[str],
+    references: list[str],
+    stemmer: bool = False,
+    wn=None,
+    with_meteor: bool = True,
+    scores: dict | None = None,
 ) -> dict[str, float]:
     """ROUGE-1/L (and METEOR) over all examples, the same over the examples whose generation and target are
-    both non-empty (`*_drop_empty`: the official scorer's variant), and the number of empty generations."""
-    metrics = rouge(predictions, references, stemmer)
+    both non-empty (`*_drop_empty`: the official scorer's variant), and the number of empty generations.
+    ``scores``: the per-example ROUGE of these pairs when the caller already has them (`rouge_scores`)."""
+    scores = scores if scores is not None else rouge_scores(predictions, references, stemmer)
+    metrics = {name: float(values.mean()) for name, values in scores.items()}
     if with_meteor:
         metrics["meteor"] = meteor(predictions, references, wn)
-    kept = [(p, r) for p, r in zip(predictions, references, strict=True) if p.strip() and r.strip()]
+    keep = np.array([bool(p.strip() and r.strip()) for p, r in zip(predictions, references, strict=True)])
     metrics["empty_generations"] = float(sum(not p.strip() for p in predictions))
-    if kept:
-        preds, refs = (list(x) for x in zip(*kept, strict=True))
-        for name, value in rouge(preds, refs, stemmer).items():
-            metrics[f"{name}_drop_empty"] = value
+    if keep.any():
+        for name, values in scores.items():
+            metrics[f"{name}_drop_empty"] = float(values[keep].mean())
         if with_meteor:
-            metrics["meteor_drop_empty"] = meteor(preds, refs, wn)
+            kept = [(p, r) for p, r, k in zip(predictions, references, keep, strict=True) if k]
+            metrics["meteor_drop_empty"] = meteor([p for p, _ in kept], [r for _, r in kept], wn)
     return metrics
 
 

@@ -465,15 +465,15 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     predictions, throughput = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
     metrics.update(throughput)
     references = [e.output for e in test]
-    metrics.update(text_metrics(predictions, references, cfg.eval.rouge_stemmer, wn, cfg.eval.meteor))
-    rouge_l = rouge_scores(predictions, references, cfg.eval.rouge_stemmer)["rougeL"]
+    rouge = rouge_scores(predictions, references, cfg.eval.rouge_stemmer)  # per example: also the report's
+    metrics.update(text_metrics(predictions, references, wn=wn, with_meteor=cfg.eval.meteor, scores=rouge))
     # A checkpoint trained on one task can be evaluated on another (cross-task transfer): both are recorded.
     tasks = {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name}
     extra = {"metrics": metrics, "run_config": container(cfg), "tasks": tasks}
     with ctx.store.create("eval", artifact_id, config, inputs, **extra) as (tmp, _):
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         with open(tmp / "per_example.jsonl", "w") as f:
-            for row in example_rows([e.id for e in test], records, rouge_l):
+            for row in example_rows([e.id for e in test], records, rouge["rougeL"]):
                 f.write(json.dumps(row) + "\n")
         with open(tmp / "predictions.jsonl", "w") as f:
             for example, prediction in zip(test, predictions, strict=True):
