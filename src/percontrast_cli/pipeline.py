@@ -28,6 +28,7 @@ from percontrast_cli.distributed import is_main, rank_and_world
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import classifier_metrics, load_scores, save_scores, teacher_forced_pass
 from percontrast_cli.evaluate import example_rows, generate, metrics_table, token_metrics
+from percontrast_cli.judge import judge_eval, judge_identity
 from percontrast_cli.losses import CE, weight_signal
 from percontrast_cli.metrics import rouge_scores, text_metrics, wordnet
 from percontrast_cli.modeling.load import (
@@ -70,6 +71,8 @@ def container(node) -> object:
 def load_task(cfg) -> TaskData:
     """The task's train/test examples: generated (synthetic), from data.path, or from the hub."""
     task_cfg, data_cfg = cfg.task, cfg.data
+    if task_cfg.source == "aloe":
+        raise PercontrastError("task=aloe is evaluation only: `percontrast eval task=aloe checkpoint=<id>`")
     if task_cfg.source == "synthetic" and not data_cfg.path:
         if cfg.eval.split != "test":
             raise PercontrastError(
@@ -220,6 +223,7 @@ def train_identity(cfg) -> dict:
 def eval_identity(cfg) -> dict:
     """Decoding settings as used: greedy decoding ignores the seed, temperature and top_p."""
     decoding = container(cfg.eval)
+    decoding.pop("judge", None)  # recorded with the judge's weights (judge_identity), only when set
     if not cfg.eval.do_sample:
         decoding.pop("temperature")
         decoding.pop("top_p")
@@ -445,6 +449,8 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     test = data.test if cfg.eval.limit is None else data.test[: cfg.eval.limit]
     config = eval_identity(cfg)
     inputs = {"checkpoint": checkpoint.id, "data": dataset_fingerprint(test)}
+    if (judged := judge_identity(cfg, ctx.store)) is not None:  # eval.judge: its weights and settings
+        inputs["judge"] = judged
     artifact_id = ctx.store.artifact_id("eval", config, inputs)
     if found := reuse("eval", ctx.store.claim("eval", artifact_id)):
         say(metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})"))
@@ -469,11 +475,13 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     metrics.update(text_metrics(predictions, references, wn=wn, with_meteor=cfg.eval.meteor, scores=rouge))
     # A checkpoint trained on one task can be evaluated on another (cross-task transfer): both are recorded.
     tasks = {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name}
+    rows = example_rows([e.id for e in test], records, rouge["rougeL"])
+    metrics.update(judge_eval(cfg, ctx.store, ctx.device, test, predictions, rows))  # eval.judge
     extra = {"metrics": metrics, "run_config": container(cfg), "tasks": tasks}
     with ctx.store.create("eval", artifact_id, config, inputs, **extra) as (tmp, _):
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         with open(tmp / "per_example.jsonl", "w") as f:
-            for row in example_rows([e.id for e in test], records, rouge["rougeL"]):
+            for row in rows:
                 f.write(json.dumps(row) + "\n")
         with open(tmp / "predictions.jsonl", "w") as f:
             for example, prediction in zip(test, predictions, strict=True):

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from rich.console import Console
 from rich.table import Table
 
-from percontrast_cli import pipeline, report
+from percontrast_cli import aloe, pipeline, report
 from percontrast_cli.artifacts import ArtifactStore
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.heatmap import html_heatmap, terminal_heatmap
@@ -89,9 +89,11 @@ def stage_eval(cfg):
     with context(cfg) as ctx:
         if cfg.checkpoint is None:
             raise PercontrastError("eval needs checkpoint=<artifact id | path | latest>")
-        data = pipeline.load_task(cfg)
         checkpoint = pipeline.named_checkpoint(ctx, cfg.checkpoint)
-        result = pipeline.evaluate(ctx, checkpoint, data)
+        if cfg.task.source == "aloe":  # multi-turn dialogue with a simulated user (aloe.py)
+            result = aloe.evaluate(ctx, checkpoint)
+        else:
+            result = pipeline.evaluate(ctx, checkpoint, pipeline.load_task(cfg))
         print_artifacts([checkpoint, result])
         record_job_artifacts({"checkpoint": checkpoint.id, "eval": result.id})
         return result
@@ -142,6 +144,8 @@ def stage_report(cfg):
             if {"train_task", "task.name"} <= set(keys):
                 report.plot_transfer_matrix(summary, metric, out_dir / f"{metric}_transfer_matrix.png")
         report.plot_token_losses(summary, out_dir / "token_loss_curves.png")
+        if (aloe_table := aloe.report(ctx.store, summary, out_dir)) is not None:  # task=aloe evals
+            say(aloe_table)
         say(f"report of {len(rows)} evals written to {out_dir}")
         return out_dir
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from percontrast_cli.aloe import check_aloe_config
+from percontrast_cli.data.aloe import check_task_config
 from percontrast_cli.data.prompts import COUNTERFACTUALS, STYLES
 from percontrast_cli.data.retrieval import BM25_TOKENS, METHODS
 from percontrast_cli.data.sources import SUFFIXES
 from percontrast_cli.errors import PercontrastError
+from percontrast_cli.judge import check_judge_config
 from percontrast_cli.losses import NORMALIZATIONS, WEIGHTINGS
 
 
@@ -52,7 +55,11 @@ def validate_config(cfg) -> None:
     _choice(cfg.train.peft, "train.peft", ("none", "lora"))
     _choice(cfg.train.group_by_length, "train.group_by_length", (True, False))
     _choice(cfg.train.gradient_checkpointing, "train.gradient_checkpointing", (True, False))
-    _choice(cfg.task.source, "task.source", ("synthetic", "longlamp"))
+    _choice(cfg.task.source, "task.source", ("synthetic", "longlamp", "aloe"))
+    check_judge_config(cfg.judge)
+    if cfg.task.source == "aloe":
+        check_task_config(cfg.task)
+        check_aloe_config(cfg)
     if cfg.data.path and not Path(cfg.data.path).exists():
         raise PercontrastError(f"data.path={cfg.data.path!r}: no such file or directory")
     if cfg.data.path and Path(cfg.data.path).is_file() and Path(cfg.data.path).suffix not in SUFFIXES:
