@@ -66,7 +66,10 @@ def group_options():
 
 
 # Options that need a companion setting to be valid (the email task has no public data).
-COMPANIONS = {"task=email": [f"data.path={Path(__file__).parent / 'fixtures' / 'longlamp' / 'email.jsonl'}"]}
+COMPANIONS = {
+    "task=email": [f"data.path={Path(__file__).parent / 'fixtures' / 'longlamp' / 'email.jsonl'}"],
+    "task=aloe": [f"data.path={Path(__file__).parent / 'fixtures' / 'aloe'}", "eval.judge=smollm2"],
+}
 
 
 @pytest.mark.parametrize("override", list(group_options()))

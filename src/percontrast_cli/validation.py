@@ -58,7 +58,7 @@ def validate_config(cfg) -> None:
     _choice(cfg.task.source, "task.source", ("synthetic", "longlamp", "aloe"))
     check_judge_config(cfg.judge)
     if cfg.task.source == "aloe":
-        check_task_config(cfg.task)
+        check_task_config(cfg.task, cfg.data.path)
         check_aloe_config(cfg)
     if cfg.data.path and not Path(cfg.data.path).exists():
         raise PercontrastError(f"data.path={cfg.data.path!r}: no such file or directory")

@@ -103,8 +103,13 @@ def personas_fingerprint(personas: list[Persona]) -> str:
     return fingerprint([asdict(p) for p in personas])
 
 
-def check_task_config(task_cfg) -> None:
+def check_task_config(task_cfg, data_path) -> None:
     """One-line errors for bad task=aloe settings, before any work."""
+    if data_path is None or not Path(data_path).expanduser().is_dir():
+        raise PercontrastError(
+            f"task=aloe needs data.path=<a directory holding {PROFILES} and {PERSONALITIES}> ({SOURCE})"
+            + ("" if data_path is None else f"; {data_path} is not a directory")
+        )
     value = task_cfg.n_personalities
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise PercontrastError(f"task.n_personalities={value!r} must be an integer >= 1")
