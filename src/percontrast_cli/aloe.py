@@ -327,10 +327,10 @@ def read_scores(artifact: Artifact) -> list[dict]:
     return [json.loads(line) for line in (artifact.path / SCORES).read_text().splitlines() if line.strip()]
 
 
-def bootstrap_al(rows: list[dict], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
-    """AL(k) for every round and their mean, each with a 95% percentile-bootstrap interval that resamples
-    users (ALOE profiles: all conversations of a profile, over its personalities and over the evals pooled
-    here, go in or out together). Rounds: the fewest any conversation has."""
+def user_resamples(rows: list[dict], samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """AL(k) of the rows as they are (rounds) and of `samples` bootstrap resamples (samples x rounds) that
+    draw users (ALOE profiles) with replacement: all conversations of a drawn profile, over its
+    personalities and over the evals pooled here, go in together. Rounds: the fewest any row has."""
     rounds = min(len(r["scores"]) for r in rows)
     users = sorted({r["user"] for r in rows})
     sums, counts = np.zeros((len(users), rounds)), np.zeros((len(users), rounds))
@@ -342,8 +342,12 @@ def bootstrap_al(rows: list[dict], samples: int = BOOTSTRAP_SAMPLES, seed: int =
                 counts[u, k] += 1
     draws = np.random.default_rng(seed).integers(0, len(users), size=(samples, len(users)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        point = sums.sum(0) / counts.sum(0)
-        resampled = sums[draws].sum(1) / counts[draws].sum(1)  # samples x rounds
+        return sums.sum(0) / counts.sum(0), sums[draws].sum(1) / counts[draws].sum(1), len(users)
+
+
+def bootstrap_al(rows: list[dict], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
+    """AL(k) for every round and their mean, each with a 95% percentile interval over user resamples."""
+    point, resampled, users = user_resamples(rows, samples, seed)
     low, high = np.nanpercentile(resampled, [2.5, 97.5], axis=0)
     means = np.nanmean(resampled, axis=1)
     return {
@@ -353,7 +357,7 @@ def bootstrap_al(rows: list[dict], samples: int = BOOTSTRAP_SAMPLES, seed: int =
         "mean": float(np.mean(point)),
         "mean_low": float(np.nanpercentile(means, 2.5)),
         "mean_high": float(np.nanpercentile(means, 97.5)),
-        "users": len(users),
+        "users": users,
         "conversations": len(rows),
     }
 

@@ -46,8 +46,8 @@ def read_entries(path: Path) -> list[Entry]:
         raise PercontrastError(
             f"{path}: missing (task=aloe reads ALOE's {PROFILES} and {PERSONALITIES}, {SOURCE})"
         )
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = f.read().splitlines(keepends=True)
+    with open(path, encoding="utf-8") as f:  # as eval_own.py reads it: readlines(), universal newlines
+        lines = f.readlines()
     while lines and not lines[-1].strip():
         lines.pop()
     entries = []
