@@ -318,5 +318,9 @@ def test_cli_cross_scenario_eval_rerun_and_report(tmp_path):
     assert "AL(1)" in table and "AL(2)" in table and "bootstrap over users" in table
     assert (report_dir / "aloe_AL_vs_k.png").stat().st_size > 0
 
-    refused = cli("run", "task=aloe", f"data.path={FIXTURE}", "eval.judge=smollm2", root=root, cwd=tmp_path)
-    assert refused.returncode != 0 and "task=aloe is evaluation only" in refused.stderr
+
+def test_aloe_is_evaluation_only():
+    from percontrast_cli import pipeline
+
+    with pytest.raises(PercontrastError, match="task=aloe is evaluation only"):
+        pipeline.load_task(config())
