@@ -13,6 +13,7 @@ from rich.table import Table
 
 from percontrast_cli import pipeline, report
 from percontrast_cli.artifacts import ArtifactStore
+from percontrast_cli.data.show import write_prompt
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.heatmap import html_heatmap, terminal_heatmap
 from percontrast_cli.progress import console, say
@@ -147,8 +148,14 @@ def stage_report(cfg):
 
 
 def stage_inspect(cfg):
-    """Terminal + HTML heatmap of one example's PerContrast scores."""
+    """Terminal + HTML heatmap of one example's PerContrast scores, or (inspect.show=prompt) its prompt."""
     with context(cfg) as ctx:
+        if cfg.inspect.show == "prompt":  # the prompt text the model is given: on stdout, nothing else
+            data = pipeline.load_task(cfg)
+            model = pipeline.named_checkpoint(ctx, cfg.checkpoint) if cfg.checkpoint else None
+            _, tokenizer = pipeline.load_model(ctx, model or pipeline.base_model(ctx, data), with_model=False)
+            examples = data.train if cfg.inspect.split == "train" else data.test
+            return write_prompt(cfg, tokenizer, examples, pipeline.retriever(cfg))
         if cfg.estimate is None:
             raise PercontrastError("inspect needs estimate=<artifact id | path | latest>")
         artifact = ctx.store.resolve("estimate", cfg.estimate)
