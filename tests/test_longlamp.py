@@ -499,7 +499,7 @@ def test_the_fixtures_exercise_bm25_ties():
         )
         earliest_first = sorted(range(len(scores)), key=lambda i: -scores[i])[: record["k"]]
         differ += earliest_first != list(np.argsort(scores)[::-1][: record["k"]])
-    assert differ >= 40, differ
+    assert differ >= 90, differ  # 96 of the 144 BM25 prompts
 
 
 def test_a_fixture_row_with_a_long_abstract_and_a_null_field_is_compared():
