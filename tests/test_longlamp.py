@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
-from percontrast_cli import pipeline
 from percontrast_cli.data import sources
 from percontrast_cli.data.encode import IGNORE, encode_example, shown_prompt
 from percontrast_cli.data.prompts import PromptFormat, build_prompt
@@ -18,6 +17,7 @@ from percontrast_cli.data.retrieval import Retriever, tokens
 from percontrast_cli.data.schema import Example, RowSchema
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.metrics import meteor, rouge, text_metrics
+from percontrast_cli.steps import task_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "longlamp"
 TASKS = {"review": "reviewerId", "abstract": "name", "topic": "author", "email": "user_id"}
@@ -34,7 +34,7 @@ def config(*overrides):
 @pytest.mark.parametrize("task", list(TASKS))
 def test_each_task_loads_its_fixture(task):
     cfg = config(f"task={task}", f"data.path={FIXTURES / f'{task}.jsonl'}")
-    data = pipeline.load_task(cfg)
+    data = task_data.load_task(cfg)
     assert len(data.train) + len(data.test) == 6
     assert {e.user_id for e in data.train}.isdisjoint({e.user_id for e in data.test})
     raw = json.loads((FIXTURES / f"{task}.jsonl").read_text().splitlines()[0])
@@ -57,7 +57,7 @@ def test_hub_rows_go_through_the_same_mapping(task, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     cfg = config(f"task={task}", "task.split_style=temporal")
-    data = pipeline.load_task(cfg)
+    data = task_data.load_task(cfg)
     assert calls[0][0] == "LongLaMP/LongLaMP" and calls[0][1].endswith("_temporal") and calls[0][2] == "train"
     from_file = sources.to_examples(
         sources.file_rows(FIXTURES / f"{task}.jsonl"), RowSchema.from_task(cfg.task, "longlamp")
@@ -83,12 +83,12 @@ def test_schema_errors_name_file_row_and_field(tmp_path):
     with pytest.raises(
         PercontrastError, match=rf"{bad}: line 4: field 'output': expected a non-empty string"
     ):
-        pipeline.load_task(cfg)
+        task_data.load_task(cfg)
     rows[3]["output"] = "fine"
     del rows[4]["profile"]
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(PercontrastError, match=r"line 5: field 'profile': missing"):
-        pipeline.load_task(cfg)
+        task_data.load_task(cfg)
 
 
 def test_bm25_picks_the_relevant_profile_item():
@@ -195,8 +195,8 @@ def test_run_from_a_split_directory(tmp_path, task):
 
 
 def test_split_directory_reads_train_val_and_test():
-    test_split = pipeline.load_task(config("task=review", f"data.path={FIXTURES / 'review'}"))
-    val_split = pipeline.load_task(
+    test_split = task_data.load_task(config("task=review", f"data.path={FIXTURES / 'review'}"))
+    val_split = task_data.load_task(
         config("task=review", f"data.path={FIXTURES / 'review'}", "eval.split=val")
     )
     assert len(test_split.train) == 8 and len(test_split.test) == 2 and len(val_split.test) == 2
@@ -212,9 +212,9 @@ def test_users_shared_across_split_files_are_rejected(tmp_path):
         f.write(leaked + "\n")
     user = json.loads(leaked)["reviewerId"]
     with pytest.raises(PercontrastError, match=f"user '{user}' is in both the train and the test split"):
-        pipeline.load_task(config("task=review", f"data.path={tmp_path}"))
+        task_data.load_task(config("task=review", f"data.path={tmp_path}"))
     # split_style=temporal: the same users' later documents, so shared users are expected
-    pipeline.load_task(config("task=review", f"data.path={tmp_path}", "task.split_style=temporal"))
+    task_data.load_task(config("task=review", f"data.path={tmp_path}", "task.split_style=temporal"))
 
 
 REVIEW_ITEMS = [
@@ -312,11 +312,11 @@ def test_bm25_uses_whitespace_tokens_with_case_kept():
 
 def test_abstract_query_is_the_text_after_items_and_review_query_the_input():
     cfg = config("task=abstract", f"data.path={FIXTURES / 'abstract'}")
-    data = pipeline.load_task(cfg)
+    data = task_data.load_task(cfg)
     first = data.train[0]
     assert first.input.startswith("Generate an abstract for the title")
     assert first.query == first.input.split("items:", 1)[1].strip() and "title" not in first.query
-    review = pipeline.load_task(config("task=review", f"data.path={FIXTURES / 'review'}")).train[0]
+    review = task_data.load_task(config("task=review", f"data.path={FIXTURES / 'review'}")).train[0]
     assert review.query == review.input
     # the corpus text of each item is the official field order, not the prompt sentence
     assert review.corpus[0].startswith("4.0 Solid ") and "is a rating" not in review.corpus[0]
@@ -324,12 +324,12 @@ def test_abstract_query_is_the_text_after_items_and_review_query_the_input():
 
 def test_null_fields_as_the_official_code_renders_them_and_never_in_the_plain_style():
     path = f"data.path={FIXTURES / 'review'}"
-    official = pipeline.load_task(config("task=review", path))
+    official = task_data.load_task(config("task=review", path))
     ben = next(e for e in official.train if e.user_id.endswith("BEN"))
     # the longlamp style fills the template as the official f-string does: a null summary is "None"
     assert '"kettle". "None" is summary for "The kettle broke after a week." ' in ben.profile[1]
     assert ben.corpus[1] == "2.0 None kettle The kettle broke after a week."
-    plain = pipeline.load_task(config("task=review", path, "prompt.style=plain"))
+    plain = task_data.load_task(config("task=review", path, "prompt.style=plain"))
     for example in plain.train + plain.test:
         assert all("None" not in item for item in example.profile + example.corpus)
     # there the item with summary None falls back to its own text fields
@@ -376,9 +376,9 @@ def test_contriever_missing_offline_fails_before_work(monkeypatch, tmp_path):
         "retrieval.method=contriever",
         f"retrieval.model={tmp_path / 'nothing-here'}",
     )
-    pipeline._retriever.cache_clear()
+    task_data._retriever.cache_clear()
     with pytest.raises(PercontrastError, match="retrieval.model=DIR, or use retrieval.method=bm25"):
-        pipeline.load_task(cfg)
+        task_data.load_task(cfg)
 
 
 def test_text_metrics_count_empty_generations_and_drop_them_in_the_official_variant():
@@ -453,7 +453,7 @@ def fixture_split(task: str, split: str) -> list:
     cfg = config(
         f"task={task}", f"data.path={FIXTURES / task}", f"eval.split={'val' if split == 'val' else 'test'}"
     )
-    data = pipeline.load_task(cfg)
+    data = task_data.load_task(cfg)
     return data.train if split == "train" else data.test
 
 
@@ -597,3 +597,33 @@ def test_encoded_prompt_is_the_shown_prompt_in_the_chat_template_after_truncatio
     assert prompt_text(chat, item) == f"<|user|>{short.text}\n<|assistant|>"
     # the items kept are the most relevant ones, in order: the full prompt begins with them
     assert full.text.startswith(short.text.split(fmt.connector)[0])
+
+
+def test_inspect_show_prompt_takes_a_checkpoints_settings(outputs, capfd):
+    """`inspect inspect.show=prompt checkpoint=X`: X's task, data and retrieval settings unless the command
+    line sets them (as `eval checkpoint=X`), so the prompt shown is the one X was trained on."""
+    from omegaconf import OmegaConf
+
+    from percontrast_cli.stages import context, prepare, stage_inspect
+    from percontrast_cli.steps.models import base_model
+
+    trained_on = config("task=topic", f"data.path={FIXTURES / 'topic'}", "retrieval.k=1")
+    with context(trained_on) as ctx:
+        model = base_model(ctx, task_data.load_task(trained_on))
+        # a stand-in for a checkpoint trained with these settings: the base weights, its run config recorded
+        run_config = OmegaConf.to_container(trained_on, resolve=True)
+        with ctx.store.create("checkpoint", "c0ffee", {}, dict(model.inputs), run_config=run_config) as (
+            tmp,
+            _,
+        ):
+            (tmp / "source.json").write_text(json.dumps({"name_or_path": str(model.path / "model")}))
+    overrides = ["inspect.show=prompt", "inspect.split=test", "checkpoint=c0ffee"]
+    cfg = prepare("inspect", config(*overrides), overrides)
+    assert cfg.task.name == "topic" and cfg.retrieval.k == 1
+    capfd.readouterr()
+    stage_inspect(cfg)
+    (record,) = [
+        r for r in OFFICIAL
+        if r["file"] == "topic/test.jsonl" and r["line"] == 1 and r["method"] == "bm25" and r["k"] == 1
+    ]  # fmt: skip
+    assert capfd.readouterr().out == record["prompt"]
