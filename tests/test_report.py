@@ -117,6 +117,7 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
             "run",
             "experiment=miniature",
             "tracker=wandb",
+            "estimator.refresh=rounds",  # a run that computes an estimate logs its heatmap
             f"hydra.run.dir={tmp_path / 'job'}",
             root=root,
             cwd=tmp_path,
@@ -132,7 +133,7 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
         b"eval/rougeL",
         b"eval/personal_token_acc",
         b"personal_loss",
-        b"train perce/loss",
+        b"train perce-rounds/loss",
         b"estimate/heatmap_example0",
     ):
         assert key in data, key
