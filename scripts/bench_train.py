@@ -108,8 +108,8 @@ def longlamp_examples(n: int, seed: int = 0):
 
 def prepare(shape: str, work: Path) -> None:
     """Builds the shape's model directory and encoded items once, so every contender gets identical ones."""
-    from percontrast_cli.steps import context, models, task_data
     from percontrast_cli.artifacts import ArtifactStore
+    from percontrast_cli.steps import context, models, task_data
     from percontrast_cli.tracking import NullTracker
 
     cfg = compose_config([*SHAPES[shape]["overrides"], "retrieval.k=15"])
