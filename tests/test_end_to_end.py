@@ -140,7 +140,15 @@ def test_two_identical_runs_at_once_build_each_artifact_once(tmp_path):
     """A parallel sweep's race: both processes need the same artifacts in one outputs directory."""
     root = tmp_path / "out"
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
-    command = [sys.executable, "-m", "percontrast_cli.cli", "run", "experiment=miniature"]
+    # refresh=rounds: the run computes an estimate too, so every kind of artifact is raced for
+    command = [
+        sys.executable,
+        "-m",
+        "percontrast_cli.cli",
+        "run",
+        "experiment=miniature",
+        "estimator.refresh=rounds",
+    ]
     procs = [
         subprocess.Popen(
             command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
