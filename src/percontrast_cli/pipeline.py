@@ -27,9 +27,9 @@ from percontrast_cli.data.sources import load_splits
 from percontrast_cli.distributed import is_main, rank_and_world
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import classifier_metrics, load_scores, save_scores, teacher_forced_pass
-from percontrast_cli.evaluate import example_rows, generate, metrics_table, token_metrics
+from percontrast_cli.evaluate import generate, metrics_table, score_outputs, token_metrics
 from percontrast_cli.losses import CE, weight_signal
-from percontrast_cli.metrics import rouge_scores, text_metrics, wordnet
+from percontrast_cli.metrics import wordnet
 from percontrast_cli.modeling.load import (
     converted_smollm2,
     hub_revision,
@@ -464,16 +464,15 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     stop_ids = sorted({end_of_turn_id(tokenizer, cfg.model.chat_template), tokenizer.eos_token_id})
     predictions, throughput = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
     metrics.update(throughput)
-    references = [e.output for e in test]
-    rouge = rouge_scores(predictions, references, cfg.eval.rouge_stemmer)  # per example: also the report's
-    metrics.update(text_metrics(predictions, references, wn=wn, with_meteor=cfg.eval.meteor, scores=rouge))
+    rows, scores = score_outputs(test, predictions, records, cfg.eval, wn, pool=data.train + data.test)
+    metrics.update(scores)
     # A checkpoint trained on one task can be evaluated on another (cross-task transfer): both are recorded.
     tasks = {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name}
     extra = {"metrics": metrics, "run_config": container(cfg), "tasks": tasks}
     with ctx.store.create("eval", artifact_id, config, inputs, **extra) as (tmp, _):
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         with open(tmp / "per_example.jsonl", "w") as f:
-            for row in example_rows([e.id for e in test], records, rouge["rougeL"]):
+            for row in rows:
                 f.write(json.dumps(row) + "\n")
         with open(tmp / "predictions.jsonl", "w") as f:
             for example, prediction in zip(test, predictions, strict=True):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from percontrast_cli.data.schema import Example
+from percontrast_cli.data.schema import Example, template_fields
 from percontrast_cli.data.synthetic import render
 
 
@@ -545,6 +545,9 @@ def generate(
         for k in range(examples_per_user):
             request, template = target_template(spec, rng)
             output, spans = render(template, user.persona)
+            # Ground truth for the generation-level persona metrics: the user's values and the fields this
+            # reference writes (a slot with an empty value, the emoji of a user without one, writes nothing).
+            used = {name for name in template_fields(template) if user.persona[name]}
             splits[user.split].append(
                 Example(
                     id=f"{user.id}-{k}",
@@ -553,6 +556,8 @@ def generate(
                     output=output,
                     profile=user.profile,
                     personal_spans=tuple(s for s in spans if s[1] > s[0]),  # no emoji: an empty slot
+                    persona=tuple(user.persona.items()),
+                    persona_fields=tuple(name for name in user.persona if name in used),
                 )
             )
     return splits
