@@ -71,7 +71,7 @@ def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
     assert rerun.count("skip eval") == 4
 
     out_dir = tmp_path / "report"
-    cli(
+    shown = cli(
         "report",
         f"report.evals=[{tmp_path / 'sweep2'}]",
         f"report.out_dir={out_dir}",
@@ -79,12 +79,22 @@ def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
         cwd=tmp_path,
     )
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
-    assert [r["loss"] for r in rows] == ["ce", "perce"]
-    assert all(r["seeds"] == "0,1" for r in rows)
-    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4}", rows[0]["personal_token_acc"])
-    gain = "gain personal_token_loss"
-    assert rows[0][gain] == "" and re.fullmatch(r"[+-]\d+\.\d%", rows[1][gain])
-    assert "| loss |" in (out_dir / "report.md").read_text()
+    assert [r["loss"] for r in rows] == ["ce", "perce"] and [r["label"] for r in rows] == [
+        "loss=ce",
+        "loss=perce",
+    ]
+    assert all(r["seeds"] == "0,1" and r["n_users"] == "2" and r["n_examples"] == "4" for r in rows)
+    assert (
+        0 <= float(rows[0]["personal_token_acc_mean"]) <= 1 and float(rows[0]["personal_token_acc_std"]) >= 0
+    )
+    assert rows[0]["personal_token_loss_gain"] == "" and float(rows[1]["personal_token_loss_gain"]) > -1
+    for metric in ("reference_nll", "personal_token_acc", "rougeL", "meteor", "generated_words"):
+        low, delta, high = (float(rows[1][f"{metric}_{part}"]) for part in ("ci_low", "delta", "ci_high"))
+        assert low <= delta <= high, metric
+    page = (out_dir / "report.md").read_text()
+    assert page.startswith("# Report: sweep2") and "| loss=perce |" in page and "## Legend" in page
+    assert "resampled: seeds, then users" in page
+    assert "reference_nll (lower is better)" in shown and "  loss=perce  " in shown  # the console summary
     for name in ("personal_token_acc_vs_alpha.png", "rougeL_vs_alpha.png", "token_loss_curves.png"):
         width, height, size = png_size(out_dir / name)
         assert width >= 400 and height >= 300 and size > 10_000, name
