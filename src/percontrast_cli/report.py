@@ -685,17 +685,21 @@ def plot_transfer_matrix(summary: list[dict], metric: str, path: Path) -> None:
             "vmax": max(differences, default=1e-9),
         },
     }
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 1.2, 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.4 * len(panels) + 1.6, 3.8), squeeze=False, layout="constrained"
+    )
     images = {}
     for ax, (title, cells) in zip(axes[0], panels.items(), strict=True):
         grid = np.full((len(tasks), len(tasks)), np.nan)
         for (train_task, eval_task), value in cells.items():
             grid[tasks.index(train_task), tasks.index(eval_task)] = value
         difference = " − " in title
-        images[difference] = ax.imshow(grid, **scales[difference])
+        images[difference] = image = ax.imshow(grid, **scales[difference])
         for i in range(len(tasks)):
             for j in range(len(tasks)):
                 if not np.isnan(grid[i, j]):
+                    shade = image.norm(grid[i, j])  # 0..1 on the panel's colour scale
+                    dark = abs(shade - 0.5) > 0.3 if difference else shade < 0.6
                     ax.text(
                         j,
                         i,
@@ -703,13 +707,14 @@ def plot_transfer_matrix(summary: list[dict], metric: str, path: Path) -> None:
                         ha="center",
                         va="center",
                         fontsize=8,
-                        color="black" if difference else "white",
+                        color="white" if dark else "black",
                     )
         short = [t.removeprefix("persona_") for t in tasks]
         ax.set_xticks(range(len(tasks)), short, fontsize=8)
         ax.set_yticks(range(len(tasks)), short, fontsize=8)
         ax.set_xlabel("eval task")
-        ax.set_ylabel("train task")
+        if ax is axes[0][0]:
+            ax.set_ylabel("train task")
         ax.set_title(title, fontsize=9)
     for difference, image in images.items():
         label = f"Δ {metric} (method − CE)" if difference else metric
@@ -718,16 +723,18 @@ def plot_transfer_matrix(summary: list[dict], metric: str, path: Path) -> None:
     fig.suptitle(
         f"{metric}: train task x eval task (mean over seeds; one colour scale per kind)", fontsize=10
     )
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def plot_token_losses(summary: list[dict], path: Path) -> None:
-    """Personal vs non-personal token loss over training steps, one colour per group, seeds averaged."""
+    """Personal vs non-personal token loss over training steps, one colour per group (one legend entry per
+    group: the line style says which tokens), seeds averaged."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for index, entry in enumerate(summary):
+        labelled = False
         for key, style in (("personal_loss", "-"), ("nonpersonal_loss", ":")):
             by_step: dict[int, list[float]] = {}
             for row in entry["rows"]:
@@ -741,8 +748,9 @@ def plot_token_losses(summary: list[dict], path: Path) -> None:
                     [statistics.mean(by_step[s]) for s in steps],
                     style,
                     color=f"C{index}",
-                    label=f"{entry['label']}: {key.replace('_loss', '')}",
+                    label="_nolegend_" if labelled else entry["label"],
                 )
+                labelled = True
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("token NLL")
