@@ -87,6 +87,7 @@ def test_report_csv_is_numeric_and_markdown_has_title_source_sizes_and_legend(tm
     ce, perce = table
     assert float(ce["rougeL_mean"]) == pytest.approx(0.35) and float(ce["rougeL_std"]) == 0.0
     assert ce["rougeL_n"] == "2" and ce["n_users"] == "2" and ce["n_examples"] == "4"
+    assert ce["ci_resampled"] == "" and perce["ci_resampled"] == "seeds, then users"
     assert ce["rougeL_delta"] == "" and ce["rougeL_gain"] == ""
     assert float(perce["rougeL_delta"]) == pytest.approx(0.325)
     assert float(perce["rougeL_gain"]) == pytest.approx(0.675 / 0.35 - 1)
@@ -104,3 +105,24 @@ def test_report_csv_is_numeric_and_markdown_has_title_source_sizes_and_legend(tm
     # the console text: narrow, rows labelled with the swept settings
     assert max(len(line) for line in text.splitlines()) <= 110
     assert "  loss=perce  " in text and "Δ +0.3250 [" in text
+
+
+def test_claims_tables_condense_the_numeric_csv(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "claims_tables.py"
+    spec = importlib.util.spec_from_file_location("claims_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    users = ["a", "a", "b", "b"]
+    rows = [eval_row(s, "ce", [0.2, 0.4, 0.3, 0.5], users) for s in (0, 1)]
+    rows += [eval_row(s, "perce", [0.6, 0.7, 0.5, 0.9], users) for s in (0, 1)]
+    keys = report.group_keys(rows)
+    report.write_tables(report.summarize(rows, keys), keys, tmp_path, ["sweep"], None)
+    table = module.condensed(tmp_path).splitlines()
+    assert table[0] == "| group | seeds | rougeL | Δ rougeL vs CE [95% CI] |"
+    assert table[2] == "| loss=ce | 0,1 | 0.3500 ± 0.0000 |  |"
+    assert table[3].startswith("| loss=perce | 0,1 | 0.6750 ± 0.0000 | +0.3250 [+0.")
+    note = "4 test targets from 2 users; Δ: method − CE, 95% interval resampling seeds, then users"
+    assert table[-1] == note + " (* excludes 0)."

@@ -445,7 +445,7 @@ def interval_level(summary: list[dict]) -> str:
 def csv_table(summary: list[dict], keys: list[str]) -> tuple[list[str], list[list[str]]]:
     """Numbers only: per metric its mean, std, n (evals), gain, Δ and the interval's ends."""
     metrics = list(dict.fromkeys(m for e in summary for m in e["values"]))
-    header = ["label", *keys, "seeds", "n_evals", "n_examples", "n_users"]
+    header = ["label", *keys, "seeds", "n_evals", "n_examples", "n_users", "ci_resampled"]
     for m in metrics:
         header += [f"{m}_{part}" for part in ("mean", "std", "n", "gain", "delta", "ci_low", "ci_high")]
     body = []
@@ -453,6 +453,8 @@ def csv_table(summary: list[dict], keys: list[str]) -> tuple[list[str], list[lis
         cells = [entry["label"], *(str(entry["options"][k]) for k in keys)]
         cells += [",".join(map(str, entry["seeds"])), str(entry["n"]), number(entry["examples"])]
         cells.append(number(entry["users"]))
+        levels = sorted({found["level"] for found in entry.get("paired", {}).values()})
+        cells.append("; ".join(f"seeds, then {level}" for level in levels))  # what the Δ intervals resample
         for m in metrics:
             mean, std, n = entry["values"].get(m, (None, None, None))
             found = entry.get("paired", {}).get(m, {})
