@@ -225,7 +225,9 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     checkpoint = store.resolve("checkpoint", evaluation.inputs["checkpoint"])
     options = flatten(evaluation.manifest.get("run_config", {}))
     loss = dict(checkpoint.manifest["config"]["loss"])
-    loss["alpha"] = float(loss["alpha"])  # `loss.alpha=2` and `loss.alpha=2.0` are one setting
+    for key, value in loss.items():  # `loss.alpha=2` and `loss.alpha=2.0` are one setting
+        if isinstance(value, int) and not isinstance(value, bool):
+            loss[key] = float(value)
     options.update(flatten({"loss": loss}))
     options.pop("loss.name", None)
     options["loss"] = checkpoint.manifest["config"]["loss"]["name"]
