@@ -27,12 +27,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from percontrast_cli.artifacts import MANIFEST, payload_files
+from percontrast_cli.artifacts import JOB_ARTIFACTS, MANIFEST, payload_files
 from percontrast_cli.evaluate import words
 from percontrast_cli.metrics import text_metrics, text_scores, wordnet
 from percontrast_cli.persona_metrics import persona_metrics, score_generation, value_pool
-from percontrast_cli.pipeline import load_task
-from percontrast_cli.report import JOB_ARTIFACTS
+from percontrast_cli.steps.task_data import load_task
 
 
 def recorded_config(manifest: dict):
