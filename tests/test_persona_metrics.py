@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from percontrast_cli.data import personas
+from percontrast_cli.data import personas, synthetic
 from percontrast_cli.data.schema import Example, validate_row, write_examples
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import TokenRecord
@@ -102,14 +102,20 @@ def test_a_user_without_an_emoji_leaks_anothers_and_generic_reference_text_is_no
     assert score_generation(no_truth, "anything", POOL) == {} and persona_metrics([{}]) == {}
 
 
-@pytest.mark.parametrize("task", sorted(personas.TASKS))
-def test_generated_examples_carry_their_ground_truth_and_the_reference_scores_perfectly(task):
-    splits = personas.generate(task, 6, 3, 2, seed=1)
+GENERATED = [(personas, t) for t in sorted(personas.TASKS)] + [
+    (synthetic, t) for t in sorted(synthetic.TASKS)
+]
+
+
+@pytest.mark.parametrize(("generator", "task"), GENERATED)
+def test_generated_examples_carry_their_ground_truth_and_the_reference_scores_perfectly(generator, task):
+    splits = generator.generate(task, 6, 3, 2, seed=1)
     pool = value_pool(splits["train"] + splits["test"])
     rows = [score_generation(e, e.output, pool) for e in splits["test"]]
+    fields = personas.draw_persona(random.Random(0)) if generator is personas else synthetic.PERSONA_VALUES
     for example, row in zip(splits["test"], rows, strict=True):
         values = example.persona_values
-        assert set(values) == set(personas.draw_persona(random.Random(0)))
+        assert set(values) == set(fields)
         assert all(values[f] and values[f].strip() in example.output for f in example.persona_fields)
         assert row["persona_recalled"] == row["persona_present"]  # the reference recalls itself
         assert row["persona_over_inserted"] == [] and row["persona_leaked"] == {}

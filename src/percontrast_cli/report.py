@@ -613,12 +613,18 @@ def make_report(store: ArtifactStore, refs: list[str], report_cfg) -> tuple[str,
     out_dir.mkdir(parents=True, exist_ok=True)
     text = write_tables(summary, keys, out_dir, refs, report_cfg.get("title"))
     present = {m for e in summary for m in e["values"]}
-    for metric in (m for m in report_cfg.plot_metrics if m in present):
-        plot_metric_vs(summary, metric, "loss.alpha", out_dir / f"{metric}_vs_alpha.png")
+    plotted = [m for m in report_cfg.plot_metrics if m in present]
+    weighted = [e["options"] for e in summary if e["options"].get("loss") != "ce"]
+    alpha_swept = len({json.dumps(o.get("loss.alpha")) for o in weighted}) > 1
+    for metric in plotted:
+        if alpha_swept:
+            plot_metric_vs(summary, metric, "loss.alpha", out_dir / f"{metric}_vs_alpha.png")
         if "train.lr" in keys:
             plot_metric_vs(summary, metric, "train.lr", out_dir / f"{metric}_vs_lr.png", log_x=True)
         if {"train_task", "task.name"} <= set(keys):
             plot_transfer_matrix(summary, metric, out_dir / f"{metric}_transfer_matrix.png")
+    if any(m in e.get("paired", {}) for e in summary for m in plotted):
+        plot_differences(summary, plotted, out_dir / "differences_vs_ce.png")
     plot_token_losses(summary, out_dir / "token_loss_curves.png")
     return text, out_dir, len(rows)
 
@@ -673,6 +679,37 @@ def plot_metric_vs(summary: list[dict], metric: str, x_key: str, path: Path, log
     ax.set_title(f"{metric} vs {x_key} (mean ± std over seeds)", fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, **LEGEND)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_differences(summary: list[dict], metrics: list[str], path: Path) -> None:
+    """Δ vs CE with its 95% interval, one panel per metric, a row per weighted-loss group: the report's
+    comparison at a glance (filled: the interval excludes 0)."""
+    plt = pyplot()
+    metrics = [m for m in metrics if any(m in e.get("paired", {}) for e in summary)]
+    groups = [e for e in summary if e.get("paired")]
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(2.8 * len(metrics) + 2.5, 0.45 * len(groups) + 1.4), squeeze=False,
+        sharey=True, layout="constrained",
+    )  # fmt: skip
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for row, entry in enumerate(groups):
+            found = entry["paired"].get(metric)
+            if found is None:
+                continue
+            error = [[found["diff"] - found["low"]], [found["high"] - found["diff"]]]
+            ax.errorbar(
+                found["diff"], row, xerr=error, fmt="o", capsize=3, color=f"C{row}",
+                markerfacecolor=f"C{row}" if excludes_zero(found) else "white",
+            )  # fmt: skip
+        ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(f"Δ {metric}{arrow(metric)}", fontsize=9)
+        ax.tick_params(labelsize=8)
+    axes[0][0].set_yticks(range(len(groups)), [e["label"] for e in groups], fontsize=8)
+    axes[0][0].invert_yaxis()
+    title = f"method − CE, mean over seeds, 95% interval ({interval_level(summary)}); filled: excludes 0"
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
