@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from rich.console import Console
 from rich.table import Table
 
 from percontrast_cli import report
@@ -156,23 +155,9 @@ def stage_report(cfg):
     """A comparison table (terminal, Markdown, CSV) and plots over a set of eval artifacts."""
     with context(cfg) as ctx:
         refs = [cfg.report.evals] if isinstance(cfg.report.evals, str) else list(cfg.report.evals)
-        rows = [report.eval_row(ctx.store, e) for e in report.collect_evals(ctx.store, refs)]
-        keys = report.group_keys(rows)
-        summary = report.summarize(rows, keys)
-        out_dir = Path(cfg.report.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        table = report.write_tables(summary, keys, out_dir)
-        # A wide table: in logs and pipes (no terminal width to honour) print it unwrapped.
-        (console if console.is_terminal else Console(stderr=True, width=250)).print(table)
-        for metric in cfg.report.plot_metrics:
-            report.plot_metric_vs(summary, metric, "loss.alpha", out_dir / f"{metric}_vs_alpha.png")
-            if "train.lr" in keys:
-                lr_plot = out_dir / f"{metric}_vs_lr.png"
-                report.plot_metric_vs(summary, metric, "train.lr", lr_plot, log_x=True)
-            if {"train_task", "task.name"} <= set(keys):
-                report.plot_transfer_matrix(summary, metric, out_dir / f"{metric}_transfer_matrix.png")
-        report.plot_token_losses(summary, out_dir / "token_loss_curves.png")
-        say(f"report of {len(rows)} evals written to {out_dir}")
+        text, out_dir, count = report.make_report(ctx.store, refs, cfg.report)
+        print(text, flush=True)  # the result: stdout, plain and narrow (logs and pipes get it unwrapped)
+        say(f"report of {count} evals written to {out_dir}")
         return out_dir
 
 

@@ -25,6 +25,15 @@ class Example:
     # the profile items and the input themselves.
     retrieval_texts: tuple[str, ...] | None = field(default=None)
     retrieval_query: str | None = field(default=None)
+    # Ground truth for generation-level persona metrics (persona tasks, or data files that give it): the
+    # user's persona values as (field, value) pairs ("" for a choice the user does not make, e.g. no emoji),
+    # and the fields the reference uses. None: unknown (real data), no persona metrics.
+    persona: tuple[tuple[str, str], ...] | None = field(default=None)
+    persona_fields: tuple[str, ...] | None = field(default=None)
+
+    @property
+    def persona_values(self) -> dict[str, str]:
+        return dict(self.persona or ())
 
     @property
     def query(self) -> str:
@@ -40,11 +49,15 @@ class Example:
         row["personal_spans"] = (
             None if self.personal_spans is None else [list(s) for s in self.personal_spans]
         )
-        for key in ("retrieval_texts", "retrieval_query"):  # absent unless set: older fingerprints hold
-            if row[key] is None:
+        for key in ("retrieval_texts", "retrieval_query", "persona", "persona_fields"):
+            if row[key] is None:  # absent unless set: older fingerprints and files hold
                 del row[key]
         if self.retrieval_texts is not None:
             row["retrieval_texts"] = list(self.retrieval_texts)
+        if self.persona is not None:
+            row["persona"] = dict(self.persona)
+        if self.persona_fields is not None:
+            row["persona_fields"] = list(self.persona_fields)
         return row
 
 
@@ -175,6 +188,7 @@ def validate_row(row: Any, where: str, position: str, schema: RowSchema = PROJEC
             if not ok:
                 raise fail(f"personal_spans[{j}]", f"expected [start, end] inside the output, got {span!r}")
         spans = tuple((int(a), int(b)) for a, b in spans)
+    persona, persona_fields = _persona(row, fail)
     return Example(
         id=str(row["id"]) if present(row.get("id")) else f"{Path(where).stem}-{position.split()[-1]}",
         user_id=str(row[user_field]),
@@ -184,7 +198,31 @@ def validate_row(row: Any, where: str, position: str, schema: RowSchema = PROJEC
         personal_spans=spans,
         retrieval_texts=tuple(corpus) if schema.retrieval_template is not None else _texts(row),
         retrieval_query=query,
+        persona=persona,
+        persona_fields=persona_fields,
     )
+
+
+def _persona(row: dict, fail) -> tuple[tuple[tuple[str, str], ...] | None, tuple[str, ...] | None]:
+    """Optional persona ground truth: `persona` an object of string values, `persona_fields` the list of
+    its fields that the output uses (required with `persona`)."""
+    persona, fields = row.get("persona"), row.get("persona_fields")
+    if persona is None:
+        if fields is not None:
+            raise fail("persona_fields", "given without 'persona' (the user's values)")
+        return None, None
+    if not isinstance(persona, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in persona.items()
+    ):
+        raise fail("persona", f"expected an object of string values, got {persona!r:.60}")
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise fail("persona_fields", f"expected a list of persona field names, got {fields!r:.60}")
+    for name in fields:
+        if name not in persona:
+            raise fail("persona_fields", f"{name!r} is not a field of 'persona' ({', '.join(persona)})")
+        if not persona[name].strip():
+            raise fail("persona_fields", f"{name!r} is used by the output but its value is empty")
+    return tuple(persona.items()), tuple(fields)
 
 
 def _texts(row: dict) -> tuple[str, ...] | None:

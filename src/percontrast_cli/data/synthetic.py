@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from percontrast_cli.data.schema import Example
+from percontrast_cli.data.schema import Example, template_fields
 
 PERSONA_VALUES: dict[str, list[str]] = {
     "name": [
@@ -166,6 +166,9 @@ def examples_for(
         for k in range(examples_per_user):
             request, template = target()
             output, spans = render(template, user.persona)
+            # Ground truth of the generation-level persona metrics: the user's values and the fields this
+            # reference writes (a slot with an empty value, e.g. no emoji, writes nothing).
+            used = {name for name in template_fields(template) if user.persona[name]}
             splits[user.split].append(
                 Example(
                     id=f"{user.id}-{k}",
@@ -174,6 +177,8 @@ def examples_for(
                     output=output,
                     profile=user.profile,
                     personal_spans=tuple(s for s in spans if s[1] > s[0]),  # an empty value: no span
+                    persona=tuple(user.persona.items()),
+                    persona_fields=tuple(name for name in user.persona if name in used),
                 )
             )
     return splits

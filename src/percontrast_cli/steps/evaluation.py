@@ -12,9 +12,9 @@ from percontrast_cli.artifacts import Artifact
 from percontrast_cli.data.encode import end_of_turn_id
 from percontrast_cli.data.schema import dataset_fingerprint
 from percontrast_cli.estimate import teacher_forced_pass
-from percontrast_cli.evaluate import example_rows, generate, metrics_table, token_metrics
+from percontrast_cli.evaluate import generate, metrics_table, score_outputs, token_metrics
 from percontrast_cli.identity import eval_identity
-from percontrast_cli.metrics import rouge_scores, text_metrics, wordnet
+from percontrast_cli.metrics import wordnet
 from percontrast_cli.progress import say
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model
@@ -42,14 +42,11 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
         stop_ids = sorted({end_of_turn_id(tokenizer, cfg.model.chat_template), tokenizer.eos_token_id})
         predictions, throughput = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
         metrics.update(throughput)
-        references = [e.output for e in test]
-        rouge = rouge_scores(predictions, references, cfg.eval.rouge_stemmer)  # per example: the report's too
-        metrics.update(
-            text_metrics(predictions, references, wn=wn, with_meteor=cfg.eval.meteor, scores=rouge)
-        )
+        rows, scores = score_outputs(test, predictions, records, cfg.eval, wn, pool=data.train + data.test)
+        metrics.update(scores)
         manifest["metrics"] = metrics
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        write_jsonl(tmp / "per_example.jsonl", example_rows([e.id for e in test], records, rouge["rougeL"]))
+        write_jsonl(tmp / "per_example.jsonl", rows)
         write_jsonl(
             tmp / "predictions.jsonl",
             [
