@@ -40,7 +40,7 @@ from percontrast_cli.modeling.load import (
 )
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
-from percontrast_cli.progress import say
+from percontrast_cli.progress import say, show
 from percontrast_cli.train import RoundsRefresh, ScoreTable, fit, total_steps
 from percontrast_cli.worker import backend
 
@@ -447,7 +447,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     inputs = {"checkpoint": checkpoint.id, "data": dataset_fingerprint(test)}
     artifact_id = ctx.store.artifact_id("eval", config, inputs)
     if found := reuse("eval", ctx.store.claim("eval", artifact_id)):
-        say(metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})"))
+        show(metrics_table(found.manifest["metrics"], f"eval {found.id} (checkpoint {checkpoint.id})"))
         return found
     # Fails before generating when WordNet is missing.
     wn = wordnet(cfg.paths.cache) if cfg.eval.meteor else None
@@ -482,7 +482,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
                     + "\n"
                 )
     ctx.tracker.summary({f"eval/{k}": v for k, v in metrics.items()})
-    say(metrics_table(metrics, f"eval {artifact_id} (checkpoint {checkpoint.id})"))
+    show(metrics_table(metrics, f"eval {artifact_id} (checkpoint {checkpoint.id})"))
     return ctx.store.find("eval", artifact_id)
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from rich.console import Console
 from rich.table import Table
 
 from percontrast_cli import pipeline, report
 from percontrast_cli.artifacts import ArtifactStore
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.heatmap import html_heatmap, terminal_heatmap
-from percontrast_cli.progress import console, say
+from percontrast_cli.progress import say, show
 from percontrast_cli.tracking import make_tracker
 from percontrast_cli.validation import validate_config
 
@@ -63,7 +62,7 @@ def print_artifacts(artifacts) -> None:
         table.add_column(column)
     for artifact in artifacts:
         table.add_row(artifact.kind, artifact.id, str(artifact.path))
-    say(table)
+    show(table)
 
 
 def stage_estimate(cfg):
@@ -132,8 +131,7 @@ def stage_report(cfg):
         out_dir = Path(cfg.report.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         table = report.write_tables(summary, keys, out_dir)
-        # A wide table: in logs and pipes (no terminal width to honour) print it unwrapped.
-        (console if console.is_terminal else Console(stderr=True, width=250)).print(table)
+        show(table)  # off a terminal: unwrapped (progress.UNWRAPPED)
         for metric in cfg.report.plot_metrics:
             report.plot_metric_vs(summary, metric, "loss.alpha", out_dir / f"{metric}_vs_alpha.png")
             if "train.lr" in keys:
@@ -155,14 +153,14 @@ def stage_inspect(cfg):
         data = pipeline.load_task(cfg)
         example, tokens = pipeline.scored_tokens(ctx, artifact, data, cfg.example)
         title = f"estimate {artifact.id}, example {cfg.example} ({example.id})"
-        console.print(f"[bold]{title}[/bold]  red: profile raises the token; underlined: personal spans")
-        console.print(terminal_heatmap(tokens))
+        show(f"[bold]{title}[/bold]  red: profile raises the token; underlined: personal spans")
+        show(terminal_heatmap(tokens))
         top = Table(title=f"top {cfg.inspect.top_k} tokens")
         for column in ("token", "score", "personal"):
             top.add_column(column)
         for token in sorted(tokens, key=lambda t: t.score, reverse=True)[: cfg.inspect.top_k]:
             top.add_row(repr(token.text), f"{token.score:+.4f}", "yes" if token.personal else "")
-        console.print(top)
+        show(top)
         out = Path(
             cfg.inspect.out
             or Path(cfg.paths.root) / "inspect" / f"estimate-{artifact.id}-example-{cfg.example}.html"
