@@ -19,11 +19,12 @@ from omegaconf import OmegaConf
 
 from percontrast_cli.artifacts import Artifact, ArtifactStore
 from percontrast_cli.data import personas, synthetic
-from percontrast_cli.data.encode import CUT, encode_example, end_of_turn_id
+from percontrast_cli.data.encode import encode_example, end_of_turn_id
 from percontrast_cli.data.prompts import PromptFormat
 from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example, dataset_fingerprint
 from percontrast_cli.data.sources import load_splits
+from percontrast_cli.diagnostics import check_encoding, check_scores
 from percontrast_cli.distributed import is_main, rank_and_world
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import classifier_metrics, load_scores, save_scores, teacher_forced_pass
@@ -181,11 +182,7 @@ def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: b
         )
         item["index"], item["id"] = index, example.id
         items.append(item)
-    if cut := sum(item[CUT] for item in items):
-        say(
-            f"[yellow]warning[/yellow]: {cut} of {len(items)} targets are longer than model.max_length="
-            f"{cfg.model.max_length} allows and were cut at the end (without an end token)"
-        )
+    check_encoding(items, cfg)  # profiles or targets lost to model.max_length: a note, a warning or an error
     return items
 
 
@@ -386,6 +383,8 @@ def publish_estimate(ctx, kind, artifact_id, config, inputs, data, records, what
                 f"{kind}: non-finite score for example {example.id!r} at target token {bad}: the model "
                 f"({inputs['checkpoint']}) gives NaN or infinite log-probabilities there"
             )
+    if kind == "estimate":
+        check_scores(rows, ctx.cfg)  # all zero: an error when the loss reads them, else a warning
     metrics = classifier_metrics(records, ctx.cfg.estimator.tau) if kind == "estimate" else {}
     with ctx.store.create(kind, artifact_id, config, inputs, metrics=metrics) as (tmp, _):
         save_scores(tmp, [e.id for e in data.train], rows)

@@ -36,8 +36,8 @@ UNWRAPPED = 10_000
 
 
 class _Stream(Console):
-    """A console that is as wide as it needs to be off a terminal (a log file or a pipe has no width to honour:
-    rich would otherwise wrap at 80 columns, and one message would become several log lines)."""
+    """A console as wide as it needs to be off a terminal (a log file or a pipe has no width to honour: rich
+    would otherwise wrap at 80 columns, and one message would become several log lines)."""
 
     def _size(self) -> ConsoleDimensions:
         size = Console.size.fget(self)
@@ -64,11 +64,11 @@ def show(message) -> None:
 
 
 def warn(message: str, fix: str | None = None) -> None:
-    """A warning that cannot be missed: on stderr in bold, with the fix on its own line, and at WARNING level in
-    the job log."""
+    """A warning that cannot be missed: on stderr in bold, followed by its fix (on the same line: one message,
+    one line of the log), and at WARNING level in the job log."""
     text = f"[bold red]warning:[/bold red] [bold]{message}[/bold]"
     if fix:
-        text += f"\n  [bold]fix:[/bold] {fix}"
+        text += f"; [bold red]fix:[/bold red] {fix}"
     _emit(console, text, logging.WARNING)
 
 
@@ -189,3 +189,19 @@ class RichProgressCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.stop()
+        warn_if_weights_never_moved(self.description, state.log_history)
+
+
+def warn_if_weights_never_moved(description: str, history: list[dict]) -> None:
+    """A weighted loss whose every token weight sat at the lower clip bound all run long (PerCE on a model that
+    does not use the profile yet: every score below clip_min) trained as CE with its loss scaled by a constant,
+    which Adam's updates ignore: its numbers will equal CE's, and this says why."""
+    shares = [entry["weight_at_min"] for entry in history if "weight_at_min" in entry]
+    if shares and min(shares) >= 1.0:
+        warn(
+            f"{description}: every target token's weight sat at the lower clip bound (loss.clip_min) at every "
+            "logged step: the scores never rose above it, so this trained as CE with a constant factor (under "
+            "Adam: the same updates as CE)",
+            fix="a model that uses the profile: a longer warm-up (train.warmup_steps) or a pretrained model "
+            "(model=smollm2); expected at experiment=miniature scale",
+        )

@@ -49,5 +49,6 @@ class RunSummary(Callback):
         run_dir = Path(config.hydra.runtime.output_dir).absolute()
         if not jobs_with_evals([run_dir / JOB_ARTIFACTS]):
             return
-        show(escape(f"run dir: {run_dir} ({JOB_ARTIFACTS}: the artifact ids; {config.hydra.job.name}.log: the log)"))
+        log_file = f"{config.hydra.job.name}.log"
+        show(escape(f"run dir: {run_dir} ({JOB_ARTIFACTS}: the artifact ids; {log_file}: the log)"))
         show(escape(f"report: {report_command(run_dir, config)}"))

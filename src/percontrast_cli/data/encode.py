@@ -31,6 +31,7 @@ class EncodedTarget:
     personal: list[bool]  # per target token: overlaps a ground-truth personal span (False when unknown)
     texts: list[str]  # per target token: its characters in the output (the end-of-sequence token's name last)
     cut: bool = False  # the output was longer than the budget and lost its end (no end token then)
+    needed: int = 0  # tokens the whole target takes, its end token included (more than len(ids) when cut)
 
 
 def render_prompt(tokenizer, prompt: str, chat: bool) -> str:
@@ -65,8 +66,9 @@ def encode_target(tokenizer, example: Example, max_tokens: int, chat: bool = Fal
     end = end_of_turn_id(tokenizer, chat)
     if len(ids) + 1 > max_tokens:
         # Cut: no end token, or the model would learn to stop mid-text.
-        return EncodedTarget(ids[:max_tokens], personal[:max_tokens], texts[:max_tokens], cut=True)
-    return EncodedTarget(ids + [end], personal + [False], texts + [tokenizer.decode([end])])
+        return EncodedTarget(ids[:max_tokens], personal[:max_tokens], texts[:max_tokens], True, len(ids) + 1)
+    texts.append(tokenizer.decode([end]))
+    return EncodedTarget(ids + [end], personal + [False], texts, needed=len(ids) + 1)
 
 
 def join(
@@ -87,9 +89,11 @@ def join(
     """
     room = max(max_length - len(target.ids), 1)
     profile = None if profile is None else list(profile)
+    whole = None  # the prompt's length with every profile item: what max_length would need to keep them all
     while True:
         prompt = render_prompt(tokenizer, build_prompt(request, profile, fmt), chat)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        whole = len(prompt_ids) if whole is None else whole
         if len(prompt_ids) <= room or not profile:
             break
         profile.pop()
@@ -97,6 +101,9 @@ def join(
     return {
         "input_ids": prompt_ids + target.ids,
         "labels": [IGNORE] * len(prompt_ids) + target.ids,
+        # what was kept, for the checks of a whole encoded set (diagnostics.check_encoding)
+        "profile_items": 0 if profile is None else len(profile),
+        "needed": whole + max(target.needed, len(target.ids)),
     }
 
 
@@ -118,6 +125,7 @@ def encode_example(
     item = join(tokenizer, example.input, profile, target, max_length, chat, fmt)
     item["personal"] = target.personal
     item[CUT] = target.cut
+    item["profile_retrieved"] = 0 if profile is None else len(profile)
     if counterfactual is not None:
         cf_profile = counterfactual_profile(example, k, counterfactual, pool, retriever)
         cf = join(tokenizer, example.input, cf_profile, target, max_length, chat, fmt)
