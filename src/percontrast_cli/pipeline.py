@@ -514,9 +514,11 @@ def given_estimate(ctx: Context, data: TaskData) -> Artifact | None:
 
 
 def scored_tokens(ctx: Context, estimate_artifact: Artifact, data: TaskData, index: int) -> tuple:
-    """The target tokens of one training example with their PerContrast scores from an estimate artifact."""
+    """The target tokens of one training example with their PerContrast scores from an estimate artifact, and
+    the request and retrieved profile before them."""
     from percontrast_cli.data.encode import MIN_PROMPT_TOKENS, encode_target
-    from percontrast_cli.heatmap import ScoredToken
+    from percontrast_cli.data.prompts import factual_profile
+    from percontrast_cli.heatmap import PromptView, ScoredToken
 
     estimate_artifact.require_input("data", data.train_fp, "training data")
     if not 0 <= index < len(data.train):
@@ -537,4 +539,17 @@ def scored_tokens(ctx: Context, estimate_artifact: Artifact, data: TaskData, ind
     tokens = [
         ScoredToken(t, float(s), p) for t, s, p in zip(target.texts, scores, target.personal, strict=True)
     ]
-    return example, tokens
+    cfg = ctx.cfg
+    item = encode_example(
+        tokenizer,
+        example,
+        k=cfg.retrieval.k,
+        max_length=cfg.model.max_length,
+        counterfactual=None,
+        pool=data.train,
+        chat=cfg.model.chat_template,
+        fmt=PromptFormat.from_config(cfg),
+        retriever=retriever(cfg),
+    )
+    retrieved = factual_profile(example, cfg.retrieval.k, retriever(cfg)) or []
+    return example, tokens, PromptView(example.input, retrieved, item["profile_items"])

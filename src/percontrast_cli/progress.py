@@ -193,15 +193,15 @@ class RichProgressCallback(TrainerCallback):
 
 
 def warn_if_weights_never_moved(description: str, history: list[dict]) -> None:
-    """A weighted loss whose every token weight sat at the lower clip bound all run long (PerCE on a model that
-    does not use the profile yet: every score below clip_min) trained as CE with its loss scaled by a constant,
-    which Adam's updates ignore: its numbers will equal CE's, and this says why."""
+    """A weighted loss whose every token weight sat at the lower clip bound all run long (PerCE on a model
+    that does not use the profile yet: every score below clip_min) trained as CE with its loss scaled by a
+    constant, which Adam's updates ignore: its numbers will equal CE's, and this says why."""
     shares = [entry["weight_at_min"] for entry in history if "weight_at_min" in entry]
     if shares and min(shares) >= 1.0:
         warn(
-            f"{description}: every target token's weight sat at the lower clip bound (loss.clip_min) at every "
-            "logged step: the scores never rose above it, so this trained as CE with a constant factor (under "
-            "Adam: the same updates as CE)",
+            f"{description}: every target token's weight sat at the lower clip bound (loss.clip_min) at "
+            "every logged step: the scores never rose above it, so this trained as CE with a constant factor "
+            "(under Adam: the same updates as CE)",
             fix="a model that uses the profile: a longer warm-up (train.warmup_steps) or a pretrained model "
             "(model=smollm2); expected at experiment=miniature scale",
         )

@@ -13,7 +13,7 @@ from rich.table import Table
 from percontrast_cli import pipeline, report
 from percontrast_cli.artifacts import ArtifactStore
 from percontrast_cli.errors import PercontrastError
-from percontrast_cli.heatmap import html_heatmap, terminal_heatmap
+from percontrast_cli.heatmap import clip_points, html_heatmap, scale_for, terminal_heatmap
 from percontrast_cli.progress import say, show
 from percontrast_cli.tracking import make_tracker
 from percontrast_cli.validation import validate_config
@@ -106,8 +106,9 @@ def stage_run(cfg):
         trained = pipeline.train_with_bootstrap(ctx, start, first, data)
         result = pipeline.evaluate(ctx, trained, data)
         if cfg.tracker.name != "none":  # a heatmap of the first example, for the run's page
-            _, tokens = pipeline.scored_tokens(ctx, first, data, 0)
-            ctx.tracker.log_html("estimate/heatmap_example0", html_heatmap(tokens, f"estimate {first.id}"))
+            _, tokens, prompt = pipeline.scored_tokens(ctx, first, data, 0)
+            page = html_heatmap(tokens, f"estimate {first.id}", prompt=prompt, clip=clip_points(cfg.loss))
+            ctx.tracker.log_html("estimate/heatmap_example0", page)
         print_artifacts([start, first, trained, result])
         ids = {"start": start.id, "estimate": first.id, "checkpoint": trained.id, "eval": result.id}
         record_job_artifacts(ids)
@@ -151,10 +152,11 @@ def stage_inspect(cfg):
             raise PercontrastError("inspect needs estimate=<artifact id | path | latest>")
         artifact = ctx.store.resolve("estimate", cfg.estimate)
         data = pipeline.load_task(cfg)
-        example, tokens = pipeline.scored_tokens(ctx, artifact, data, cfg.example)
+        example, tokens, prompt = pipeline.scored_tokens(ctx, artifact, data, cfg.example)
+        clip = clip_points(cfg.loss)
         title = f"estimate {artifact.id}, example {cfg.example} ({example.id})"
         show(f"[bold]{title}[/bold]  red: profile raises the token; underlined: personal spans")
-        show(terminal_heatmap(tokens))
+        show(terminal_heatmap(tokens, scale_for(clip)))
         top = Table(title=f"top {cfg.inspect.top_k} tokens")
         for column in ("token", "score", "personal"):
             top.add_column(column)
@@ -166,8 +168,8 @@ def stage_inspect(cfg):
             or Path(cfg.paths.root) / "inspect" / f"estimate-{artifact.id}-example-{cfg.example}.html"
         )
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(html_heatmap(tokens, title, cfg.inspect.top_k))
-        say(f"HTML heatmap: {out}")
+        out.write_text(html_heatmap(tokens, title, cfg.inspect.top_k, prompt, clip))
+        show(f"HTML heatmap: {out} (open it with #values to show every score)")
         return out
 
 
