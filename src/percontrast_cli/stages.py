@@ -56,7 +56,10 @@ def context(cfg):
         tracker.finish()  # one tracker run per (multirun) job
 
 
-def print_artifacts(artifacts) -> None:
+def print_artifacts(artifacts, tracker) -> None:
+    """The stage's artifacts: a table on stdout, and their metrics to the tracker (read from the manifests, so
+    reused stages log theirs too)."""
+    tracker.record_artifacts(artifacts)
     table = Table(title="artifacts")
     for column in ("kind", "id", "path"):
         table.add_column(column)
@@ -70,7 +73,7 @@ def stage_estimate(cfg):
         data = pipeline.load_task(cfg)
         start = pipeline.starting_point(ctx, data)
         result = pipeline.estimate(ctx, start, data)
-        print_artifacts([start, result])
+        print_artifacts([start, result], ctx.tracker)
         return result
 
 
@@ -80,7 +83,7 @@ def stage_train(cfg):
         given = pipeline.given_estimate(ctx, data)
         start = pipeline.starting_point(ctx, data)
         result = pipeline.train_with_bootstrap(ctx, start, given, data)
-        print_artifacts([start, result])
+        print_artifacts([start, result], ctx.tracker)
         return result
 
 
@@ -91,7 +94,7 @@ def stage_eval(cfg):
         data = pipeline.load_task(cfg)
         checkpoint = pipeline.named_checkpoint(ctx, cfg.checkpoint)
         result = pipeline.evaluate(ctx, checkpoint, data)
-        print_artifacts([checkpoint, result])
+        print_artifacts([checkpoint, result], ctx.tracker)
         record_job_artifacts({"checkpoint": checkpoint.id, "eval": result.id})
         return result
 
@@ -109,7 +112,7 @@ def stage_run(cfg):
             _, tokens, prompt = pipeline.scored_tokens(ctx, first, data, 0)
             page = html_heatmap(tokens, f"estimate {first.id}", prompt=prompt, clip=clip_points(cfg.loss))
             ctx.tracker.log_html("estimate/heatmap_example0", page)
-        print_artifacts([start, first, trained, result])
+        print_artifacts([start, first, trained, result], ctx.tracker)
         ids = {"start": start.id, "estimate": first.id, "checkpoint": trained.id, "eval": result.id}
         record_job_artifacts(ids)
         return result
