@@ -201,7 +201,7 @@ def warn_if_weights_never_moved(description: str, history: list[dict]) -> None:
         warn(
             f"{description}: every target token's weight sat at the lower clip bound (loss.clip_min) at "
             "every logged step: the scores never rose above it, so this trained as CE with a constant factor "
-            "(under Adam: the same updates as CE)",
+            "(under Adam: about the same updates as CE)",
             fix="a model that uses the profile: a longer warm-up (train.warmup_steps) or a pretrained model "
             "(model=smollm2); expected at experiment=miniature scale",
         )

@@ -67,7 +67,7 @@ class WandbTracker(NullTracker):
             dir=run_dir,
             config=OmegaConf.to_container(cfg, resolve=True),
             reinit="finish_previous",
-            settings=wandb.Settings(quiet=True),  # our one line at the end replaces wandb's banner
+            settings=wandb.Settings(silent=True),  # our one line at the end replaces wandb's banner
         )
 
     def log(self, metrics, step=None):
@@ -157,7 +157,8 @@ def run_name(cfg) -> str:
 
     if not HydraConfig.initialized():
         return fallback
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.", "paths."))]
+    where = ("hydra.", "paths.", "tracker")  # where things go, not what was run
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(where)]
     swept = swept_keys(sys.argv[1:])
     chosen = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept] or overrides
     return " ".join(chosen) or fallback
