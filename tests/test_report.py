@@ -14,7 +14,7 @@ from rich.console import Console
 
 from percontrast_cli.heatmap import ScoredToken, html_heatmap, terminal_heatmap
 
-from .test_end_to_end import artifact_ids, cli
+from .test_end_to_end import cli
 
 
 class TokenSpans(HTMLParser):
@@ -89,12 +89,13 @@ def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
         width, height, size = png_size(out_dir / name)
         assert width >= 400 and height >= 300 and size > 10_000, name
 
-    estimate_id = artifact_ids(root, "estimate")[0]
+    # online PerCE computes no estimate artifact: `inspect estimate=latest` scores the latest checkpoint, on
+    # its own task (no experiment= needed: the settings come from the checkpoint's manifest)
+    assert not (root / "artifacts" / "estimate").exists()
     html_out = tmp_path / "heat.html"
     shown = cli(
         "inspect",
-        "experiment=miniature",
-        f"estimate={estimate_id}",
+        "estimate=latest",
         "example=1",
         f"inspect.out={html_out}",
         root=root,
@@ -116,6 +117,7 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
             "run",
             "experiment=miniature",
             "tracker=wandb",
+            "estimator.refresh=rounds",  # a run that computes an estimate logs its heatmap
             f"hydra.run.dir={tmp_path / 'job'}",
             root=root,
             cwd=tmp_path,
@@ -131,7 +133,7 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
         b"eval/rougeL",
         b"eval/personal_token_acc",
         b"personal_loss",
-        b"train_perce/loss",
+        b"train_perce-rounds/loss",
         b"estimate/heatmap_example0",
     ):
         assert key in data, key

@@ -63,13 +63,15 @@ def text_metrics(
     scores: dict | None = None,
 ) -> dict[str, float]:
     """ROUGE-1/L (and METEOR) over all examples, the same over the examples whose generation and target are
-    both non-empty (`*_drop_empty`: the official scorer's variant), and the number of empty generations.
+    both non-empty strings (`*_drop_empty`: the official scorer's variant; a whitespace-only generation is
+    kept there), and the number of blank (empty or whitespace-only) generations.
     ``scores``: the per-example ROUGE of these pairs when the caller already has them (`rouge_scores`)."""
     scores = scores if scores is not None else rouge_scores(predictions, references, stemmer)
     metrics = {name: float(values.mean()) for name, values in scores.items()}
     if with_meteor:
         metrics["meteor"] = meteor(predictions, references, wn)
-    keep = np.array([bool(p.strip() and r.strip()) for p, r in zip(predictions, references, strict=True)])
+    # The official scorer drops a pair only when a string is empty: whitespace is kept (and scores 0).
+    keep = np.array([bool(p and r) for p, r in zip(predictions, references, strict=True)])
     metrics["empty_generations"] = float(sum(not p.strip() for p in predictions))
     if keep.any():
         for name, values in scores.items():

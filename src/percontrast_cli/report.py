@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from percontrast_cli.artifacts import Artifact, ArtifactStore
+from percontrast_cli.artifacts import JOB_ARTIFACTS, Artifact, ArtifactStore
 from percontrast_cli.errors import PercontrastError
+from percontrast_cli.progress import say
 
 METRICS = (
     "personal_token_acc",
@@ -35,7 +36,11 @@ BOOTSTRAP_SAMPLES = 2000
 # Options that can define a group (the experimental settings); seeds are pooled, plumbing is ignored.
 # train_task: what the checkpoint was trained on (task.name is what it was evaluated on).
 GROUPED = ("model.", "task.", "estimator.", "loss", "train.", "eval.", "train_task")
-JOB_ARTIFACTS = "artifacts.json"  # written by each `run` job into its Hydra output dir
+
+
+# Options a row takes from its checkpoint's manifest; the eval-time threshold stays the eval's own.
+TRAINING_OPTIONS = ("model.", "train.", "estimator.", "loss.", "distributed.", "seed")
+EVAL_TIME = ("estimator.tau", "model.dtype")
 
 
 def collect_evals(store: ArtifactStore, refs: list[str]) -> list[Artifact]:
@@ -50,7 +55,11 @@ def collect_evals(store: ArtifactStore, refs: list[str]) -> list[Artifact]:
         )
         if path.is_dir() and job_files:
             for job_file in job_files:
-                artifact = store.resolve("eval", json.loads(job_file.read_text())["eval"])
+                eval_id = json.loads(job_file.read_text()).get("eval")
+                if eval_id is None:  # a job that failed (or was stopped) before its eval
+                    say(f"[yellow]skip[/yellow] {job_file.parent}: the job recorded no eval")
+                    continue
+                artifact = store.resolve("eval", eval_id)
                 found[artifact.id] = artifact
         else:
             artifact = store.resolve("eval", ref)
@@ -74,6 +83,12 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     """The run's options (loss as actually trained) plus its metrics and its training log."""
     checkpoint = store.resolve("checkpoint", evaluation.inputs["checkpoint"])
     options = flatten(evaluation.manifest.get("run_config", {}))
+    # How the checkpoint was trained comes from its own manifest, not from the eval job's defaults (a
+    # standalone `eval` composes default train/estimator/model settings).
+    trained = flatten(checkpoint.manifest.get("run_config", {}))
+    options.update(
+        {k: v for k, v in trained.items() if k.startswith(TRAINING_OPTIONS) and k not in EVAL_TIME}
+    )
     loss = dict(checkpoint.manifest["config"]["loss"])
     loss["alpha"] = float(loss["alpha"])  # `loss.alpha=2` and `loss.alpha=2.0` are one setting
     options.update(flatten({"loss": loss}))

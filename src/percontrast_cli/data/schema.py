@@ -57,6 +57,11 @@ class RowSchema:
     retrieval_template: str | None = None  # a profile object as retrieval corpus text (None: the prompt text)
     query_after: str | None = None  # the retrieval query is the input's text after this marker
     word_limits: dict[str, int] = field(default_factory=dict)  # field -> words kept (abstract: 750)
+    # Templates filled as the official LongLaMP code fills them (prompt.style=longlamp): every field as
+    # Python's str() gives it, a null as "None" and an empty string as nothing; only an item lacking a field
+    # altogether (where the official code stops with a KeyError) falls back to its own text fields. False: a
+    # field must have text, or the item falls back (never "None", never an empty quote).
+    literal: bool = False
 
     @classmethod
     def from_task(cls, task_cfg, style: str) -> RowSchema:
@@ -68,6 +73,7 @@ class RowSchema:
             retrieval_template=get("retrieval_text"),
             query_after=get("query_after"),
             word_limits=dict(get("word_limits") or {}),
+            literal=style == "longlamp",
         )
 
 
@@ -85,23 +91,27 @@ def present(value: Any) -> bool:
 
 
 def _field_text(value: Any, limit: int | None) -> str:
-    """A field as text: numbers as the hub stores them (5.0 stays "5.0"), words cut to `limit`."""
+    """A field as text: numbers as the hub stores them (5.0 stays "5.0"); with a word limit, its first `limit`
+    words re-joined with single spaces, whatever its length (as the official `extract_first_750_words`)."""
     text = str(value)
     if limit is not None:
-        words = text.split()
-        text = " ".join(words[:limit]) if len(words) > limit else text
+        text = " ".join(text.split()[:limit])
     return text
 
 
-def _profile_text(item: Any, template: str | None, word_limits: dict[str, int] | None = None) -> str | None:
+def _profile_text(
+    item: Any, template: str | None, word_limits: dict[str, int] | None = None, literal: bool = False
+) -> str | None:
     """A profile item as text: strings as they are; LongLaMP's dicts through the task's template when every
-    field it names is present, else the item's own text fields in order (never the template's bare words,
-    never the text "None"); None when the item has no text at all."""
+    field it names is present (`literal`: when the item has every field, whatever its value; see RowSchema),
+    else the item's own text fields in order (never the template's bare words, never the text "None"); None
+    when the item has no text at all."""
     if isinstance(item, str):
         return item if item.strip() else None
     if isinstance(item, dict):
         limits = word_limits or {}
-        if template and all(present(item.get(name)) for name in template_fields(template)):
+        usable = (lambda name: name in item) if literal else (lambda name: present(item.get(name)))
+        if template and all(usable(name) for name in template_fields(template)):
             return template.format_map({k: _field_text(v, limits.get(k)) for k, v in item.items()})
         parts = [
             _field_text(v.strip(), limits.get(k))
@@ -141,12 +151,12 @@ def validate_row(row: Any, where: str, position: str, schema: RowSchema = PROJEC
         raise fail("profile", f"expected a list, got {type(row['profile']).__name__}")
     profile, corpus = [], []
     for j, item in enumerate(row["profile"]):
-        text = _profile_text(item, schema.item_template, schema.word_limits)
+        text = _profile_text(item, schema.item_template, schema.word_limits, schema.literal)
         if text is None:
             raise fail(f"profile[{j}]", "expected a non-empty string or an object with text fields")
         profile.append(text)
         if schema.retrieval_template is not None:
-            corpus.append(_profile_text(item, schema.retrieval_template) or text)
+            corpus.append(_profile_text(item, schema.retrieval_template, literal=schema.literal) or text)
     query = row.get("retrieval_query")
     if schema.query_after is not None:
         marker = row["input"].find(schema.query_after)
