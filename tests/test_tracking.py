@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from percontrast_cli.artifacts import ArtifactStore
+from percontrast_cli.identity import Identity
 from percontrast_cli.tracking import SUMMARY_FILE, WandbTracker, clean_key, swept_keys
 
 pytest.importorskip("wandb")
@@ -34,7 +35,7 @@ def test_swept_keys_are_the_ones_with_several_values():
 
 
 def publish(store, kind, config, manifest_extra, files=None):
-    artifact_id = store.artifact_id(kind, config, {})
+    artifact_id = Identity(kind, config, {}).id
     with store.create(kind, artifact_id, config, {}, **manifest_extra) as (tmp, _):
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
