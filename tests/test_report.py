@@ -148,7 +148,7 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
         b"eval/rougeL",
         b"eval/personal_token_acc",
         b"personal_loss",
-        b"train perce-rounds/loss",
+        b"train_perce-rounds/loss",
         b"estimate/heatmap_example0",
     ):
         assert key in data, key

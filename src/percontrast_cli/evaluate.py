@@ -160,7 +160,7 @@ def count_generated(new_tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tens
 
 
 def metrics_table(metrics: dict[str, float], title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title))  # the title on one line, not wrapped to the columns
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():

@@ -13,8 +13,8 @@ from percontrast_cli import report
 from percontrast_cli.artifacts import Artifact, ArtifactStore
 from percontrast_cli.data.show import write_prompt
 from percontrast_cli.errors import PercontrastError
-from percontrast_cli.heatmap import html_heatmap, terminal_heatmap
-from percontrast_cli.progress import console, say
+from percontrast_cli.heatmap import clip_points, html_heatmap, scale_for, terminal_heatmap
+from percontrast_cli.progress import say, show
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.evaluation import evaluate
 from percontrast_cli.steps.inherit import inherit
@@ -64,13 +64,16 @@ def context(cfg):
         tracker.finish()  # one tracker run per (multirun) job
 
 
-def print_artifacts(artifacts) -> None:
+def print_artifacts(artifacts, tracker) -> None:
+    """The stage's artifacts: a table on stdout, and their metrics to the tracker (read from the manifests, so
+    reused stages log theirs too)."""
+    tracker.record_artifacts(artifacts)
     table = Table(title="artifacts")
     for column in ("kind", "id", "path"):
         table.add_column(column)
     for artifact in artifacts:
         table.add_row(artifact.kind, artifact.id, str(artifact.path))
-    say(table)
+    show(table)
 
 
 def stage_estimate(cfg):
@@ -78,7 +81,7 @@ def stage_estimate(cfg):
         data = load_task(cfg)
         start = starting_point(ctx, data)
         result = estimate(ctx, start, data)
-        print_artifacts([start, result])
+        print_artifacts([start, result], ctx.tracker)
         return result
 
 
@@ -88,7 +91,7 @@ def stage_train(cfg):
         given = given_estimate(ctx, data)
         start = starting_point(ctx, data)
         result = train_main(ctx, start, given, data)
-        print_artifacts([start, result])
+        print_artifacts([start, result], ctx.tracker)
         return result
 
 
@@ -100,7 +103,7 @@ def stage_eval(cfg):
         checkpoint = named_checkpoint(ctx, cfg.checkpoint)
         record("checkpoint", checkpoint.id)
         result = evaluate(ctx, checkpoint, data)
-        print_artifacts([checkpoint, result])
+        print_artifacts([checkpoint, result], ctx.tracker)
         return result
 
 
@@ -116,9 +119,10 @@ def stage_run(cfg):
         if (
             first is not None and cfg.tracker.name != "none"
         ):  # a heatmap of the first example, for the run's page
-            _, tokens = scored_tokens(ctx, first, data, 0)
-            ctx.tracker.log_html("estimate/heatmap_example0", html_heatmap(tokens, f"estimate {first.id}"))
-        print_artifacts([a for a in (start, first, trained, result) if a is not None])
+            _, tokens, prompt = scored_tokens(ctx, first, data, 0)
+            page = html_heatmap(tokens, f"estimate {first.id}", prompt=prompt, clip=clip_points(cfg.loss))
+            ctx.tracker.log_html("estimate/heatmap_example0", page)
+        print_artifacts([a for a in (start, first, trained, result) if a is not None], ctx.tracker)
         return result
 
 
@@ -174,23 +178,24 @@ def stage_inspect(cfg):
             raise PercontrastError("inspect needs estimate=<artifact id | path | latest>")
         data = load_task(cfg)
         artifact = inspected_estimate(ctx, data)
-        example, tokens = scored_tokens(ctx, artifact, data, cfg.example)
+        example, tokens, prompt = scored_tokens(ctx, artifact, data, cfg.example)
+        clip = clip_points(cfg.loss)
         title = f"estimate {artifact.id}, example {cfg.example} ({example.id})"
-        console.print(f"[bold]{title}[/bold]  red: profile raises the token; underlined: personal spans")
-        console.print(terminal_heatmap(tokens))
+        show(f"[bold]{title}[/bold]  red: profile raises the token; underlined: personal spans")
+        show(terminal_heatmap(tokens, scale_for(clip)))
         top = Table(title=f"top {cfg.inspect.top_k} tokens")
         for column in ("token", "score", "personal"):
             top.add_column(column)
         for token in sorted(tokens, key=lambda t: t.score, reverse=True)[: cfg.inspect.top_k]:
             top.add_row(repr(token.text), f"{token.score:+.4f}", "yes" if token.personal else "")
-        console.print(top)
+        show(top)
         out = Path(
             cfg.inspect.out
             or Path(cfg.paths.root) / "inspect" / f"estimate-{artifact.id}-example-{cfg.example}.html"
         )
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(html_heatmap(tokens, title, cfg.inspect.top_k))
-        say(f"HTML heatmap: {out}")
+        out.write_text(html_heatmap(tokens, title, cfg.inspect.top_k, prompt, clip))
+        show(f"HTML heatmap: {out} (open it with #values to show every score)")
         return out
 
 

@@ -31,6 +31,7 @@ class EncodedTarget:
     personal: list[bool]  # per target token: overlaps a ground-truth personal span (False when unknown)
     texts: list[str]  # per target token: its characters in the output (the end-of-sequence token's name last)
     cut: bool = False  # the output was longer than the budget and lost its end (no end token then)
+    needed: int = 0  # tokens the whole target takes, its end token included (more than len(ids) when cut)
 
 
 def render_prompt(tokenizer, prompt: str, chat: bool) -> str:
@@ -65,8 +66,9 @@ def encode_target(tokenizer, example: Example, max_tokens: int, chat: bool = Fal
     end = end_of_turn_id(tokenizer, chat)
     if len(ids) + 1 > max_tokens:
         # Cut: no end token, or the model would learn to stop mid-text.
-        return EncodedTarget(ids[:max_tokens], personal[:max_tokens], texts[:max_tokens], cut=True)
-    return EncodedTarget(ids + [end], personal + [False], texts + [tokenizer.decode([end])])
+        return EncodedTarget(ids[:max_tokens], personal[:max_tokens], texts[:max_tokens], True, len(ids) + 1)
+    texts.append(tokenizer.decode([end]))
+    return EncodedTarget(ids + [end], personal + [False], texts, needed=len(ids) + 1)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class FittedPrompt:
     text: str  # the user turn: build_prompt's text with the items that fit (before the chat template)
     ids: list[int]  # what the model reads: `text` in the chat template, cut from its start if still too long
     cut_tokens: int = 0  # prompt tokens cut from the start (only when the prompt with no items does not fit)
+    items: int = 0  # profile items in it (fewer than given when some did not fit)
+    whole: int = 0  # tokens of the prompt with every given item: the room it would need to keep them all
 
 
 def fit_prompt(
@@ -91,15 +95,17 @@ def fit_prompt(
     no-profile prompt (as k = 0 would). If that is still too long, it loses tokens from its start, so the
     request at its end stays."""
     items = None if profile is None else list(profile)
+    whole = None
     while True:
         text = build_prompt(request, items, fmt)
         ids = tokenizer(render_prompt(tokenizer, text, chat), add_special_tokens=False)["input_ids"]
+        whole = len(ids) if whole is None else whole
         if len(ids) <= room or not items:
             break
         items.pop()
         if not items:
             items = None
-    return FittedPrompt(text, ids[-room:], max(len(ids) - room, 0))
+    return FittedPrompt(text, ids[-room:], max(len(ids) - room, 0), len(items or ()), whole)
 
 
 def prompt_room(target: EncodedTarget, max_length: int) -> int:
@@ -128,10 +134,14 @@ def encode_example(
     """One training/scoring item: the factual sequence and, if asked, the counterfactual one."""
     target = encode_target(tokenizer, example, max_length - MIN_PROMPT_TOKENS, chat)
     room = prompt_room(target, max_length)
-    factual = fit_prompt(tokenizer, example.input, factual_profile(example, k, retriever), room, chat, fmt)
+    profile = factual_profile(example, k, retriever)
+    factual = fit_prompt(tokenizer, example.input, profile, room, chat, fmt)
     item = join(factual, target)
     item["personal"] = target.personal
     item[CUT] = target.cut
+    # what was lost to max_length, for the checks of a whole encoded set (diagnostics.check_encoding)
+    item["profile_retrieved"], item["profile_items"] = len(profile or ()), factual.items
+    item["needed"] = factual.whole + max(target.needed, len(target.ids))
     if counterfactual is not None:
         cf_profile = counterfactual_profile(example, k, counterfactual, pool, retriever)
         cf = join(fit_prompt(tokenizer, example.input, cf_profile, room, chat, fmt), target)

@@ -15,7 +15,7 @@ from percontrast_cli.estimate import teacher_forced_pass
 from percontrast_cli.evaluate import generate, metrics_table, score_outputs, token_metrics
 from percontrast_cli.identity import eval_identity
 from percontrast_cli.metrics import wordnet
-from percontrast_cli.progress import say
+from percontrast_cli.progress import show
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model
 from percontrast_cli.steps.produce import produce
@@ -63,7 +63,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     result = produce(ctx, identity, build, role="eval", done="evaluated", extra=extra)
     metrics = result.manifest["metrics"]
     ctx.tracker.summary({f"eval/{k}": v for k, v in metrics.items()})
-    say(metrics_table(metrics, f"eval {result.id} (checkpoint {checkpoint.id})"))
+    show(metrics_table(metrics, f"eval {result.id} (checkpoint {checkpoint.id})"))
     return result
 
 

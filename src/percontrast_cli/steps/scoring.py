@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from percontrast_cli.artifacts import Artifact
+from percontrast_cli.diagnostics import check_scores
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import (
     TokenRecord,
@@ -22,7 +23,7 @@ from percontrast_cli.progress import say
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
-from percontrast_cli.steps.task_data import TaskData, encode_items
+from percontrast_cli.steps.task_data import TaskData, encode_items, retriever
 from percontrast_cli.train import ScoreTable
 
 
@@ -88,6 +89,8 @@ def write_scores(ctx, tmp: Path, manifest: dict, kind: str, data: TaskData, reco
                 f"{kind}: non-finite score for example {example.id!r} at target token {bad}: the model "
                 f"({source}) gives NaN or infinite log-probabilities there"
             )
+    if kind == "estimate":
+        check_scores(rows, ctx.cfg)  # all zero: an error when the loss reads them, else a warning
     save_scores(tmp, [e.id for e in data.train], rows, [r.personal for r in records])
     if kind == "estimate":
         # threshold-free, so it may be stored under an id without `tau`
@@ -164,9 +167,11 @@ def given_estimate(ctx: Context, data: TaskData) -> Artifact | None:
 
 
 def scored_tokens(ctx: Context, estimate_artifact: Artifact, data: TaskData, index: int) -> tuple:
-    """The target tokens of one training example with their PerContrast scores from an estimate artifact."""
-    from percontrast_cli.data.encode import MIN_PROMPT_TOKENS, encode_target
-    from percontrast_cli.heatmap import ScoredToken
+    """The target tokens of one training example with their PerContrast scores from an estimate artifact, and
+    the request and retrieved profile before them."""
+    from percontrast_cli.data.encode import MIN_PROMPT_TOKENS, encode_target, shown_prompt
+    from percontrast_cli.data.prompts import PromptFormat, factual_profile
+    from percontrast_cli.heatmap import PromptView, ScoredToken
 
     estimate_artifact.require_input("data", data.train_fp, "training data")
     if not 0 <= index < len(data.train):
@@ -187,4 +192,15 @@ def scored_tokens(ctx: Context, estimate_artifact: Artifact, data: TaskData, ind
     tokens = [
         ScoredToken(t, float(s), p) for t, s, p in zip(target.texts, scores, target.personal, strict=True)
     ]
-    return example, tokens
+    cfg, chosen = ctx.cfg, retriever(ctx.cfg)
+    fitted = shown_prompt(
+        tokenizer,
+        example,
+        k=cfg.retrieval.k,
+        max_length=cfg.model.max_length,
+        chat=cfg.model.chat_template,
+        fmt=PromptFormat.from_config(cfg),
+        retriever=chosen,
+    )
+    retrieved = factual_profile(example, cfg.retrieval.k, chosen) or []
+    return example, tokens, PromptView(example.input, retrieved, fitted.items)

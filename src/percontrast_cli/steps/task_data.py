@@ -7,13 +7,13 @@ import functools
 from dataclasses import dataclass
 
 from percontrast_cli.data import personas, synthetic
-from percontrast_cli.data.encode import CUT, encode_example
+from percontrast_cli.data.encode import encode_example
 from percontrast_cli.data.prompts import PromptFormat
 from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example, dataset_fingerprint
 from percontrast_cli.data.sources import load_splits
+from percontrast_cli.diagnostics import check_encoding
 from percontrast_cli.errors import PercontrastError
-from percontrast_cli.progress import say
 
 
 @dataclass
@@ -70,11 +70,7 @@ def encode_items(tokenizer, examples: list[Example], cfg, with_counterfactual: b
         )
         item["index"], item["id"] = index, example.id
         items.append(item)
-    if cut := sum(item[CUT] for item in items):
-        say(
-            f"[yellow]warning[/yellow]: {cut} of {len(items)} targets are longer than model.max_length="
-            f"{cfg.model.max_length} allows and were cut at the end (without an end token)"
-        )
+    check_encoding(items, cfg)  # profiles or targets lost to model.max_length: a note, a warning or an error
     return items
 
 
