@@ -13,7 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from percontrast_cli import aloe
+from percontrast_cli import aloe, aloe_report
 from percontrast_cli.chat import Decoding
 from percontrast_cli.data.aloe import load_personas
 from percontrast_cli.errors import PercontrastError
@@ -201,10 +201,10 @@ def test_bootstrap_resamples_users_not_conversations():
         {"user": 1, "scores": [5.0, 5.0]},
         {"user": 1, "scores": [5.0, 5.0, 4.0]},  # an extra round: only the rounds all rows have count
     ]
-    point, resampled, users = aloe.user_resamples(rows, samples=500)
+    point, resampled, users = aloe_report.user_resamples(rows, samples=500)
     assert users == 2 and point.tolist() == [3.0, 3.0] and resampled.shape == (500, 2)
     assert set(np.unique(resampled)) == {1.0, 3.0, 5.0}
-    found = aloe.bootstrap_al(rows)
+    found = aloe_report.bootstrap_al(rows)
     assert found["low"] == [1.0, 1.0] and found["high"] == [5.0, 5.0] and found["mean"] == 3.0
 
 
@@ -320,7 +320,7 @@ def test_cli_cross_scenario_eval_rerun_and_report(tmp_path):
 
 
 def test_aloe_is_evaluation_only():
-    from percontrast_cli import pipeline
+    from percontrast_cli.steps.task_data import load_task
 
     with pytest.raises(PercontrastError, match="task=aloe is evaluation only"):
-        pipeline.load_task(config())
+        load_task(config())

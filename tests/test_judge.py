@@ -140,15 +140,18 @@ def test_judge_eval_scores_rows_and_reports_agreement(tmp_path, model, tokenizer
     )
     examples = personas.generate("persona_email", 2, 2, 2, seed=0)["test"]
     predictions = [e.output[: 40 * (i + 1)] for i, e in enumerate(examples)]
-    rows = [{"id": e.id, "persona_recall": i / 3} for i, e in enumerate(examples)]
+    # per-example persona fields as the eval writes them: recall 0, 1/2, 1, and none present (left out)
+    fields = [(["name", "town"], []), (["name", "town"], ["town"]), (["emoji"], ["emoji"]), ([], [])]
+    rows = [
+        {"id": e.id, "persona_present": present, "persona_recalled": recalled}
+        for e, (present, recalled) in zip(examples, fields, strict=True)
+    ]
     store = ArtifactStore(tmp_path / "store")
     metrics = judge_eval(cfg, store, torch.device("cpu"), examples, predictions, rows)
     scores = [row["judge_score"] for row in rows]
     assert all(1.0 <= s <= 5.0 for s in scores)
     assert metrics["judge_score"] == pytest.approx(sum(scores) / len(scores))
-    assert metrics["judge_agreement"] == pytest.approx(
-        judge_agreement(scores, [r["persona_recall"] for r in rows])
-    )
+    assert metrics["judge_agreement"] == pytest.approx(judge_agreement(scores[:3], [0.0, 0.5, 1.0]))
     identity = judge_identity(cfg, store)
     assert identity["settings"]["mode"] == "expected" and identity["weights"]
     assert (

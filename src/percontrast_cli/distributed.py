@@ -48,3 +48,12 @@ def gather_by_position(local: dict[int, object], n: int) -> list:
         dist.all_gather_object(parts, local)
         local = {k: v for part in parts for k, v in part.items()}
     return [local[i] for i in range(n)]
+
+
+def backend(cfg) -> str:
+    """The process-group backend: distributed.backend, or for `auto` NCCL on GPUs and gloo on CPUs."""
+    if cfg.distributed.backend != "auto":
+        return cfg.distributed.backend
+    import torch
+
+    return "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"

@@ -35,8 +35,6 @@ from percontrast_cli.progress import say, track
 
 SCORES = (1, 2, 3, 4, 5)
 MODES = ("expected", "parsed")
-# The per-example persona recall the metrics add to each eval row (the first of these names found is used).
-RECALL_FIELDS = ("persona_recall",)
 
 
 def enabled(spec) -> bool:
@@ -161,6 +159,13 @@ def judge_agreement(judge_scores: list, recalls: list) -> float | None:
     return float(spearmanr(scores, truth).statistic)
 
 
+def persona_recall(row: dict) -> float | None:
+    """An eval row's persona recall: the share of the persona fields its reference writes that the generation
+    writes with the user's value (None when the reference writes none)."""
+    present = row["persona_present"]
+    return len(row["persona_recalled"]) / len(present) if present else None
+
+
 def personalization_prompt(judge_cfg, example: Example, response: str, retriever: Retriever) -> str:
     """conf/judge/default.yaml's prompt for one test example: the user's profile items most relevant to the
     request (judge.profile_items, each cut to judge.item_chars characters), the request and the response."""
@@ -200,9 +205,8 @@ def judge_eval(
     metrics = {"judge_score": float(np.mean(valid)) if valid else float("nan")}
     if judge.mode == "parsed":
         metrics["judge_parse_failures"] = float(len(scores) - len(valid))
-    field = next((f for f in RECALL_FIELDS if rows and all(f in row for row in rows)), None)
-    if field is not None:
-        agreement = judge_agreement(scores, [row[field] for row in rows])
+    if rows and all("persona_present" in row for row in rows):  # a persona task: ground truth is known
+        agreement = judge_agreement(scores, [persona_recall(row) for row in rows])
         if agreement is None:
             say("judge agreement with persona recall: undefined (constant scores or recall, or < 3 examples)")
         else:

@@ -8,6 +8,7 @@ from percontrast_cli.aloe import check_aloe_config
 from percontrast_cli.data.aloe import check_task_config
 from percontrast_cli.data.prompts import COUNTERFACTUALS, STYLES
 from percontrast_cli.data.retrieval import BM25_TOKENS, METHODS
+from percontrast_cli.data.show import SHOW, SPLITS
 from percontrast_cli.data.sources import SUFFIXES
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.judge import check_judge_config
@@ -60,6 +61,8 @@ def validate_config(cfg) -> None:
     if cfg.task.source == "aloe":
         check_task_config(cfg.task, cfg.data.path)
         check_aloe_config(cfg)
+    _choice(cfg.inspect.show, "inspect.show", SHOW)
+    _choice(cfg.inspect.split, "inspect.split", SPLITS)
     if cfg.data.path and not Path(cfg.data.path).exists():
         raise PercontrastError(f"data.path={cfg.data.path!r}: no such file or directory")
     if cfg.data.path and Path(cfg.data.path).is_file() and Path(cfg.data.path).suffix not in SUFFIXES:

@@ -22,14 +22,6 @@ from percontrast_cli.errors import PercontrastError
 WORKER_ENV = "PERCONTRAST_WORKER"
 
 
-def backend(cfg) -> str:
-    if cfg.distributed.backend != "auto":
-        return cfg.distributed.backend
-    import torch
-
-    return "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
-
-
 def accelerate_config(cfg) -> dict:
     """The accelerate config file for this run: the option's `accelerate` block plus the process layout."""
     config = OmegaConf.to_container(cfg.distributed.accelerate, resolve=True)
@@ -57,7 +49,9 @@ def launch(stage: str, cfg, job_dir: str | Path) -> None:
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_file),
         "-m", "percontrast_cli.worker", stage, str(resolved),
     ]  # fmt: skip
-    env = {**os.environ, WORKER_ENV: "1"}
+    from percontrast_cli.steps.produce import JOB_DIR_ENV
+
+    env = {**os.environ, WORKER_ENV: "1", JOB_DIR_ENV: str(job_dir)}  # the workers record into the job dir
     result = subprocess.run(command, env=env)
     if result.returncode != 0:
         raise PercontrastError(
@@ -69,7 +63,7 @@ def launch(stage: str, cfg, job_dir: str | Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
-    from percontrast_cli.distributed import is_main
+    from percontrast_cli.distributed import backend, is_main
     from percontrast_cli.stages import STAGES
 
     stage, path = (argv or sys.argv[1:])[:2]
