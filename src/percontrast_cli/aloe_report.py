@@ -96,7 +96,7 @@ def aloe_report(store: ArtifactStore, summary: list[dict], out_dir: Path) -> str
             f"  {label}: {values}; "
             f"mean {found['mean']:.3f} [{found['mean_low']:.3f}, {found['mean_high']:.3f}]"
         )
-    return "\n".join(text) + "\n"
+    return "\n" + "\n".join(text) + "\n"  # after the report's own text
 
 
 def plot_al(groups: list[tuple[str, dict]], rounds: int, path: Path) -> None:
