@@ -23,10 +23,10 @@ def test_id_is_a_fingerprint_of_config_and_inputs(tmp_path):
 
 def test_crash_leaves_no_half_artifact(tmp_path):
     store = ArtifactStore(tmp_path)
-    with pytest.raises(RuntimeError), store.create("eval", "abc", {}, {}) as (tmp, _):
+    with pytest.raises(RuntimeError), store.create("eval", "abcabcabcabc", {}, {}) as (tmp, _):
         (tmp / "partial").write_text("x")
         raise RuntimeError("killed")
-    assert store.find("eval", "abc") is None
+    assert store.find("eval", "abcabcabcabc") is None
     assert list((tmp_path / "eval").iterdir()) == []
 
 
@@ -71,7 +71,7 @@ def test_unusable_manifest_is_replaced_on_publish(tmp_path, manifest):
     artifact_id = store.artifact_id("checkpoint", {"n": 1}, {})
     (tmp_path / "checkpoint" / artifact_id).mkdir(parents=True)
     (tmp_path / "checkpoint" / artifact_id / "manifest.json").write_text(manifest)
-    with pytest.raises(PercontrastError, match="not a usable artifact"):
+    with pytest.raises(PercontrastError, match="is not a usable checkpoint artifact: .*manifest.json"):
         store.resolve("checkpoint", str(tmp_path / "checkpoint" / artifact_id))
     # publishing over it (the stage rerun) moves it aside instead of keeping the broken one
     with store.create("checkpoint", artifact_id, {"n": 1}, {}) as (tmp, _):
@@ -84,7 +84,7 @@ def test_reused_artifact_with_missing_payload_is_an_error_naming_it(tmp_path):
     artifact = publish(store, "checkpoint", {"n": 1}, {})
     (artifact.path / "payload.txt").unlink()
     with pytest.raises(
-        PercontrastError, match=f"checkpoint artifact {artifact.id} .* payload.txt is missing"
+        PercontrastError, match=f"checkpoint artifact {artifact.id} is damaged: .*/payload.txt is missing; delete "
     ):
         store.find("checkpoint", artifact.id)
     with pytest.raises(PercontrastError, match="payload.txt is missing"):
@@ -102,7 +102,7 @@ def test_leftover_temporaries_are_cleaned_and_never_latest(tmp_path):
             '{"kind": "eval", "id": "x", "created": 9e12, "config": {}, "inputs": {}}'
         )
     assert store.latest("eval").id != "x"  # a temporary, even with the newest manifest, is never latest
-    store.find("eval", "anything")
+    store.find("eval", "0" * 12)  # any lookup tidies the kind folder
     assert not dead.exists() and live.exists()  # a live writer keeps its temp dir
 
 

@@ -488,13 +488,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
 
 def named_checkpoint(ctx: Context, ref: str) -> Artifact:
     """A `checkpoint` (or base `model`) artifact named by id, path or `latest`."""
-    try:
-        return ctx.store.resolve("checkpoint", ref)
-    except PercontrastError:
-        found = ctx.store.find("model", ref) if ref != "latest" else None
-        if found is None:
-            raise
-        return found
+    return ctx.store.resolve("checkpoint", ref, also=("model",))
 
 
 def starting_point(ctx: Context, data: TaskData) -> Artifact:
