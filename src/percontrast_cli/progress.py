@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.text import Text
 from transformers import TrainerCallback
 
+from percontrast_cli import interrupts
 from percontrast_cli.distributed import is_main
 
 console = Console(stderr=True)
@@ -113,6 +114,7 @@ class RichProgressCallback(TrainerCallback):
         self.task = self.progress.add_task(self.description, total=state.max_steps, info="")
         self.progress.update(self.task, completed=state.global_step)
         self.started = time.monotonic()
+        interrupts.training_started(self.description, state.global_step, state.max_steps, self.progress)
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.first_step == 0 and state.global_step:  # a resumed run: the ETA counts from here
@@ -120,6 +122,10 @@ class RichProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.task, completed=state.global_step)
+        interrupts.training_step(state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        interrupts.training_saved(state.global_step)  # what a rerun resumes from
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is None or not logs or "loss" not in logs:
@@ -137,3 +143,4 @@ class RichProgressCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.stop()
+        interrupts.training_ended()
