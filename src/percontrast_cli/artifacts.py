@@ -34,7 +34,7 @@ from filelock import FileLock, Timeout
 
 from percontrast_cli import __version__, integrity
 from percontrast_cli.distributed import barrier, broadcast, is_main, rank_and_world
-from percontrast_cli.errors import PercontrastError, filesystem_message
+from percontrast_cli.errors import FILESYSTEM_ERRNOS, PercontrastError, filesystem_message
 from percontrast_cli.fingerprint import fingerprint
 from percontrast_cli.progress import say
 
@@ -186,15 +186,21 @@ class ArtifactStore:
         """A stage about to build an artifact fails here, before its work, when the store cannot take it:
         read-only, not a directory, no permission, or (nearly) no free space."""
         folder = self.root / kind
-        with self.writing(what, folder):
+        try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}probe-", dir=folder)
             os.close(fd)
             os.unlink(probe)
             free = shutil.disk_usage(folder).free
+        except OSError as exc:  # named by the folder, not by the probe file's random name
+            if (message := filesystem_message(OSError(exc.errno, exc.strerror, str(folder)))) is None:
+                raise
+            raise PercontrastError(f"cannot write {what}: {message}") from exc
         if free < MIN_FREE_BYTES:
-            full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
-            raise PercontrastError(f"cannot write {what}: {filesystem_message(full)} ({free} bytes free)")
+            raise PercontrastError(
+                f"cannot write {what}: {folder}: {os.strerror(errno.ENOSPC)} (only {free} bytes free); "
+                + FILESYSTEM_ERRNOS[errno.ENOSPC]
+            )
 
     def owns(self, kind: str, path: Path) -> bool:
         """Whether `path` is an artifact directory of this store that it may move aside: directly inside
