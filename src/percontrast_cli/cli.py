@@ -268,9 +268,8 @@ def check_directory(path: Path, role: str) -> OSError | None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        message = filesystem_message(exc, path) or f"{path}: {exc.strerror}"
-        fail(f"cannot create {role} {path}: {message.split('; ', 1)[0]}; point PERCONTRAST_OUTPUTS (or "
-             "paths.root) at a writable directory")  # fmt: skip
+        fail(f"cannot create {role} {path}: {exc.strerror}; point PERCONTRAST_OUTPUTS (or paths.root) at a "
+             "writable directory")  # fmt: skip
     return unwritable(path)
 
 
