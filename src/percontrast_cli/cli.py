@@ -143,7 +143,8 @@ def hydra_like(args):
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     config_path = (args.config_path if args is not None else None) or "conf"
-    search_path = create_automatic_config_search_path(None, __name__, config_path)
+    # this module by name: run as `python -m percontrast_cli.cli` it is __main__
+    search_path = create_automatic_config_search_path(None, "percontrast_cli.cli", config_path)
     if args is not None and args.config_dir:
         directory = Path(args.config_dir).expanduser().absolute()
         if not directory.is_dir():
