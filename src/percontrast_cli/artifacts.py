@@ -309,11 +309,12 @@ class ArtifactStore:
             found, passed = self._latest(kind)
             for path, reason in passed if found is not None else ():
                 say(f"[yellow]latest {kind}[/yellow]: passed over the newer {path.name} ({path}): {reason}")
+            if found is None and not passed:
+                raise PercontrastError(f"no {kind} artifact exists yet under {self.root / kind}")
             if found is None:
                 skipped = "; ".join(f"{path.name}: {reason}" for path, reason in passed)
                 raise PercontrastError(
-                    f"no usable {kind} artifact under {self.root / kind}"
-                    + (f" (passed over {skipped})" if skipped else " (none exists yet)")
+                    f"no usable {kind} artifact under {self.root / kind} (passed over {skipped})"
                 )
             return found
         if is_artifact_id(text):
