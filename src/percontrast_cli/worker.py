@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         if is_main():
             print(f"percontrast: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C reaches every rank; the parent CLI prints the one line
+        sys.exit(130)
 
 
 if __name__ == "__main__":
