@@ -26,7 +26,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from percontrast_cli import __version__
-from percontrast_cli.distributed import barrier, broadcast, is_main, rank_and_world
+from percontrast_cli.distributed import broadcast, is_main, rank_and_world, settle
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.fingerprint import fingerprint
 from percontrast_cli.progress import say
@@ -244,6 +244,7 @@ class ArtifactStore:
             "inputs": inputs,
             **extra,
         }
+        failure = None
         try:
             yield tmp, manifest
             if not is_main():
@@ -257,12 +258,13 @@ class ArtifactStore:
                 shutil.rmtree(tmp)
             else:
                 tmp.rename(final)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            failure = exc
             raise
         finally:
             self.release(kind, artifact_id)
-            barrier()
+            settle(failure)  # every rank leaves together; if one failed (rank 0 publishing), all stop
 
 
 def load_artifact(path: str | Path) -> Artifact:

@@ -66,9 +66,9 @@ def first_line(exc: BaseException) -> str:
     return "invalid configuration"
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     print(f"percontrast: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def validate_overrides(overrides: list[str]) -> None:
@@ -141,7 +141,7 @@ def make_entry(stage: str):
             return STAGES[stage](cfg)
         except PercontrastError as exc:
             if not in_multirun():
-                fail(str(exc))
+                fail(str(exc), getattr(exc, "exit_code", 2))  # a relayed worker failure keeps its code
             record_failure(exc)
         except Exception as exc:
             if not in_multirun():

@@ -305,7 +305,7 @@ def train_checkpoint(
 
         callbacks = (RoundsRefresh(table, boundaries, rescore),)
     work_dir = ctx.store.root / ".work" / f"checkpoint-{artifact_id}"
-    history = fit(
+    trained = fit(
         model,
         tokenizer,
         items,
@@ -325,9 +325,9 @@ def train_checkpoint(
     )
     extra = {"tag": tag, "train_task": cfg.task.name}  # recorded, not part of the id (the data is)
     with ctx.store.create("checkpoint", artifact_id, config, inputs, **extra) as (tmp, manifest):
-        if is_main():  # the weights are the same on every rank; one writes them
-            save_trained(model, tokenizer, tmp)
-            (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
+        if is_main():  # fit gathered the trained model (sharded or not) onto rank 0; it writes
+            save_trained(trained.model, tokenizer, tmp)
+            (tmp / "log_history.json").write_text(json.dumps(trained.history, indent=1))
     shutil.rmtree(work_dir, ignore_errors=True)
     say(f"[green]trained[/green] checkpoint {artifact_id} ({tag})")
     return ctx.store.find("checkpoint", artifact_id)

@@ -13,11 +13,13 @@ from rich.table import Table
 
 from percontrast_cli import pipeline, report
 from percontrast_cli.artifacts import ArtifactStore
+from percontrast_cli.distributed import is_main
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.heatmap import html_heatmap, terminal_heatmap
 from percontrast_cli.progress import console, say
 from percontrast_cli.tracking import make_tracker
 from percontrast_cli.validation import validate_config
+from percontrast_cli.worker import job_dir
 
 
 def quiet_libraries() -> None:
@@ -40,7 +42,10 @@ def pick_device(name: str) -> torch.device:
 
 
 def run_dir() -> str:
-    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else "."
+    """The job's directory: Hydra's, or in a distributed worker the parent's (worker.job_dir)."""
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.output_dir
+    return str(job_dir() or ".")
 
 
 @contextmanager
@@ -118,7 +123,7 @@ def stage_run(cfg):
 def record_job_artifacts(ids: dict[str, str]) -> None:
     """The job's artifact ids in its Hydra dir: `report` finds a sweep's evals (and scripts its checkpoints)
     from the sweep dir."""
-    if HydraConfig.initialized():
+    if (HydraConfig.initialized() or job_dir() is not None) and is_main():
         (Path(run_dir()) / report.JOB_ARTIFACTS).write_text(json.dumps(ids, indent=1))
 
 
