@@ -399,6 +399,12 @@ def rebuilt(sharded, state: dict):
             f"gathered state dict does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     (model.get_base_model() if peft_config is not None else model).tie_weights()
+    # Buffers that are not saved (rotary frequencies) are not sharded either: every rank has them.
+    buffers = dict(sharded.named_buffers())
+    for name, buffer in model.named_buffers():
+        if buffer.is_meta and name in buffers:
+            owner, _, leaf = name.rpartition(".")
+            model.get_submodule(owner)._buffers[leaf] = buffers[name].detach().to("cpu", copy=True)
     return model
 
 
@@ -434,5 +440,8 @@ def fit(
         callbacks=[RichProgressCallback(description), LogHistory(tracker, description), *extra_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar shows the loss instead
+    if trainer.args.world_size > 1:  # which parallelism accelerate chose (FSDP, DeepSpeed or DDP)
+        kind = trainer.accelerator.distributed_type.value
+        say(f"[dim]{description}: {trainer.args.world_size} processes ({kind})[/dim]")
     trainer.train(resume_from_checkpoint=last_complete_checkpoint(work_dir))
     return Trained(trainer.state.log_history, trained_model(trainer))
