@@ -440,8 +440,9 @@ def fit(
         callbacks=[RichProgressCallback(description), LogHistory(tracker, description), *extra_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar shows the loss instead
-    if trainer.args.world_size > 1:  # which parallelism accelerate chose (FSDP, DeepSpeed or DDP)
-        kind = trainer.accelerator.distributed_type.value
-        say(f"[dim]{description}: {trainer.args.world_size} processes ({kind})[/dim]")
+    kind = trainer.accelerator.distributed_type.value  # which parallelism accelerate chose
+    if kind != "NO":
+        processes = f"{trainer.args.world_size} process{'es' if trainer.args.world_size > 1 else ''}"
+        say(f"[dim]{description}: {processes} ({kind})[/dim]")
     trainer.train(resume_from_checkpoint=last_complete_checkpoint(work_dir))
     return Trained(trainer.state.log_history, trained_model(trainer))
