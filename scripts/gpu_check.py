@@ -109,28 +109,29 @@ def throughput(base: list[str], steps: int, warmup: int) -> list[dict]:
     from transformers import PrinterCallback, Trainer
 
     from bench_train import StepTimer, right_padded
-    from percontrast_cli import pipeline
     from percontrast_cli.artifacts import ArtifactStore
     from percontrast_cli.losses import CE
-    from percontrast_cli.modeling.load import resolve_dtype
     from percontrast_cli.stages import pick_device
+    from percontrast_cli.steps.context import Context
+    from percontrast_cli.steps.models import load_model
+    from percontrast_cli.steps.task_data import encode_items, load_task
+    from percontrast_cli.steps.training import starting_point
     from percontrast_cli.tracking import NullTracker
     from percontrast_cli.train import fit, training_arguments
 
     cfg = config(base, ["train.peft=none", "train.lr=5e-5"])
-    device = pick_device(cfg.device)
-    bf16 = resolve_dtype(cfg.model.dtype, device) == torch.bfloat16
-    ctx = pipeline.Context(cfg, ArtifactStore(cfg.paths.artifacts), device, NullTracker())
-    data = pipeline.load_task(cfg)
-    start = pipeline.starting_point(ctx, data)
-    _, tokenizer = pipeline.load_model(ctx, start, with_model=False)
-    items = pipeline.encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
+    ctx = Context(cfg, ArtifactStore(cfg.paths.artifacts), pick_device(cfg.device), NullTracker())
+    device, bf16 = ctx.device, ctx.precision == "bfloat16"
+    data = load_task(cfg)
+    start = starting_point(ctx, data)
+    _, tokenizer = load_model(ctx, start, with_model=False)
+    items = encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
     train_cfg = cfg.train.copy()
     train_cfg.log_every = train_cfg.save_every = 10**9
     tokens_per_step = statistics.mean(len(i["input_ids"]) for i in items) * train_cfg.batch_size
     rows = []
     for contender in ("ours_ce", "ours_perce", "hf_trainer"):
-        model, _ = pipeline.load_model(ctx, start, training=True)
+        model, _ = load_model(ctx, start, training=True)
         timer = StepTimer()
         with tempfile.TemporaryDirectory() as work:
             reset_peak()

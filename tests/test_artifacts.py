@@ -4,21 +4,14 @@ import pytest
 
 from percontrast_cli.artifacts import ArtifactStore, _host
 from percontrast_cli.errors import PercontrastError
+from percontrast_cli.identity import Identity
 
 
 def publish(store, kind, config, inputs):
-    artifact_id = store.artifact_id(kind, config, inputs)
+    artifact_id = Identity(kind, config, inputs).id
     with store.create(kind, artifact_id, config, inputs) as (tmp, _):
         (tmp / "payload.txt").write_text("x")
     return store.find(kind, artifact_id)
-
-
-def test_id_is_a_fingerprint_of_config_and_inputs(tmp_path):
-    store = ArtifactStore(tmp_path)
-    a = store.artifact_id("estimate", {"k": 1}, {"data": "d1"})
-    assert a == store.artifact_id("estimate", {"k": 1}, {"data": "d1"})
-    assert a != store.artifact_id("estimate", {"k": 2}, {"data": "d1"})
-    assert a != store.artifact_id("estimate", {"k": 1}, {"data": "d2"})
 
 
 def test_crash_leaves_no_half_artifact(tmp_path):
@@ -54,7 +47,7 @@ def test_mismatched_inputs_are_rejected(tmp_path):
 def test_directory_without_manifest_is_moved_aside_and_rebuilt(tmp_path, capsys):
     """The crash leftover that used to wedge every rerun: a payload dir with no manifest."""
     store = ArtifactStore(tmp_path)
-    artifact_id = store.artifact_id("checkpoint", {"n": 1}, {})
+    artifact_id = Identity("checkpoint", {"n": 1}, {}).id
     leftover = tmp_path / "checkpoint" / artifact_id
     leftover.mkdir(parents=True)
     (leftover / "weights").write_text("half")
@@ -68,7 +61,7 @@ def test_directory_without_manifest_is_moved_aside_and_rebuilt(tmp_path, capsys)
 @pytest.mark.parametrize("manifest", ["{}", "not json", '{"kind": "checkpoint"}'])
 def test_unusable_manifest_is_replaced_on_publish(tmp_path, manifest):
     store = ArtifactStore(tmp_path)
-    artifact_id = store.artifact_id("checkpoint", {"n": 1}, {})
+    artifact_id = Identity("checkpoint", {"n": 1}, {}).id
     (tmp_path / "checkpoint" / artifact_id).mkdir(parents=True)
     (tmp_path / "checkpoint" / artifact_id / "manifest.json").write_text(manifest)
     with pytest.raises(PercontrastError, match="not a usable artifact"):
@@ -106,8 +99,7 @@ def test_leftover_temporaries_are_cleaned_and_never_latest(tmp_path):
     assert not dead.exists() and live.exists()  # a live writer keeps its temp dir
 
 
-def test_artifact_ids_follow_the_package_code(tmp_path, monkeypatch):
-    store = ArtifactStore(tmp_path)
-    before = store.artifact_id("estimate", {"k": 1}, {})
-    monkeypatch.setattr("percontrast_cli.artifacts.code_fingerprint", lambda: "other-code")
-    assert store.artifact_id("estimate", {"k": 1}, {}) != before
+def test_artifact_ids_follow_their_kinds_code(monkeypatch):
+    before = Identity("estimate", {"k": 1}, {}).id
+    monkeypatch.setattr("percontrast_cli.identity.code_hash", lambda kind: "other-code")
+    assert Identity("estimate", {"k": 1}, {}).id != before

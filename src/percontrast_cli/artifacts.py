@@ -28,13 +28,13 @@ from filelock import FileLock, Timeout
 from percontrast_cli import __version__
 from percontrast_cli.distributed import broadcast, is_main, rank_and_world, settle
 from percontrast_cli.errors import PercontrastError
-from percontrast_cli.fingerprint import fingerprint
 from percontrast_cli.progress import say
 
 MANIFEST = "manifest.json"
 REQUIRED = ("kind", "id", "created", "config", "inputs")
 TMP_PREFIX = ".tmp-"
 BROKEN_PREFIX = ".broken-"
+JOB_ARTIFACTS = "artifacts.json"  # a job's record of the artifacts it used, in its own (Hydra) directory
 
 
 @functools.cache
@@ -158,9 +158,6 @@ class ArtifactStore:
     def release_all(self) -> None:
         for kind, artifact_id in list(self.held):
             self.release(kind, artifact_id)
-
-    def artifact_id(self, kind: str, config: Any, inputs: dict[str, Any]) -> str:
-        return fingerprint({"kind": kind, "config": config, "inputs": inputs, "code": code_fingerprint()})
 
     def find(self, kind: str, artifact_id: str) -> Artifact | None:
         """The complete artifact, or None. A directory left incomplete (a crash, a hand copy) is moved aside

@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 
 from percontrast_cli.errors import PercontrastError
-from percontrast_cli.stages import STAGES
+from percontrast_cli.stages import STAGES, prepare
 from percontrast_cli.validation import validate_config
 from percontrast_cli.worker import WORKER_ENV, launch
 
@@ -136,6 +136,8 @@ def record_failure(exc: BaseException) -> None:
 def make_entry(stage: str):
     def entry(cfg):
         try:
+            # a consumer runs on its input's recorded settings (eval checkpoint=X, inspect estimate=X)
+            cfg = prepare(stage, cfg, list(HydraConfig.get().overrides.task))
             if cfg.distributed.name != "none" and WORKER_ENV not in os.environ:
                 return launch(stage, cfg, HydraConfig.get().runtime.output_dir)
             return STAGES[stage](cfg)

@@ -117,3 +117,12 @@ def per_machine(processes: int, machines: int) -> int:
             f"distributed.num_processes={processes} must be a multiple of distributed.num_machines={machines}"
         )
     return processes // machines
+
+
+def backend(cfg) -> str:
+    """The process-group backend: distributed.backend, or for `auto` NCCL on GPUs and gloo on CPUs."""
+    if cfg.distributed.backend != "auto":
+        return cfg.distributed.backend
+    import torch
+
+    return "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"

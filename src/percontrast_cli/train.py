@@ -280,6 +280,7 @@ class LogHistory(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
+            logs = {**logs, "step": state.global_step}  # the curve's x axis (tracking.WandbTracker.log)
             self.tracker.log({f"{self.prefix}/{k}": v for k, v in logs.items()}, step=None)
 
 

@@ -29,11 +29,11 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from percontrast_cli.distributed import CPU_FSDP_ENV, PeerFailed, per_machine
+from percontrast_cli.distributed import CPU_FSDP_ENV, PeerFailed, backend, per_machine
 from percontrast_cli.errors import PercontrastError
+from percontrast_cli.steps.produce import JOB_DIR_ENV, job_dir  # the job dir the workers record into
 
 WORKER_ENV = "PERCONTRAST_WORKER"
-JOB_DIR_ENV = "PERCONTRAST_JOB_DIR"  # the parent's Hydra job directory
 JOB_LOG_ENV = "PERCONTRAST_JOB_LOG"  # the parent's job log file (Hydra's job_logging file handler)
 ERRORS = "worker_errors"  # under the job directory: one JSON report per failed rank
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # as conf/hydra/job_logging
@@ -51,20 +51,6 @@ class WorkerFailed(PercontrastError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def backend(cfg) -> str:
-    if cfg.distributed.backend != "auto":
-        return cfg.distributed.backend
-    import torch
-
-    return "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
-
-
-def job_dir() -> Path | None:
-    """In a launched worker: the job directory of the parent (its Hydra run dir); else None."""
-    path = os.environ.get(JOB_DIR_ENV)
-    return Path(path) if path else None
 
 
 def accelerate_config(cfg) -> dict:
