@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # bench_train's contenders
 # Per run: (loss, peft, learning rate). Full fine-tuning of a pretrained model wants a far smaller step than
 # LoRA's adapters (and than the tiny model trained from scratch).
 RUNS = [("ce", "none", 5e-5), ("perce", "none", 5e-5), ("ce", "lora", 5e-4), ("perce", "lora", 5e-4)]
+DRY_RUNS = [RUNS[0], RUNS[3]]  # --dry: both losses and both kinds of fine-tuning, in two runs
 METRICS = ("rougeL", "personal_token_acc", "nonpersonal_token_acc", "token_loss", "estimator_auroc")
 
 
@@ -68,12 +69,12 @@ def peak_mib() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def pipeline_runs(base: list[str]) -> list[dict]:
-    """Each of RUNS through the CLI's own `run` stage, in this process (artifacts shared: one estimate)."""
+def pipeline_runs(base: list[str], runs: list[tuple]) -> list[dict]:
+    """Each run through the CLI's own `run` stage, in this process (artifacts shared: one base model)."""
     from percontrast_cli.stages import STAGES
 
     rows = []
-    for loss, peft, lr in RUNS:
+    for loss, peft, lr in runs:
         cfg = config(base, [f"loss={loss}", f"train.peft={peft}", f"train.lr={lr}"])
         reset_peak()
         started = time.perf_counter()
@@ -247,7 +248,7 @@ def main(argv: list[str]) -> None:
     if args.dry:
         base.append("device=cpu")
     started = time.perf_counter()
-    runs = pipeline_runs(base)
+    runs = pipeline_runs(base, DRY_RUNS if args.dry else RUNS)
     speed = throughput(base, steps=max(steps, 4), warmup=1 if args.dry else 5)
     fsdp = fsdp_one_process(base, runs[0], root / "fsdp")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
