@@ -8,7 +8,7 @@ PY = $(VENV)/bin/python
 PIP = $(PY) -m pip install -q --disable-pip-version-check
 PERCONTRAST = $(VENV)/bin/percontrast
 
-.PHONY: install install-real install-wordnet install-dev demo demo-real test lint bench results \
+.PHONY: install install-real install-wordnet install-chromium install-dev demo demo-real test lint bench results \
 	claims claims-methods claims-lr claims-transfer claims-strength claims-headroom
 
 $(PY):
@@ -37,6 +37,10 @@ install-dev: $(VENV)/.installed-dev
 install-wordnet:
 	@dpkg -s wordnet-base >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q wordnet-base)
 
+# Debian's chromium, for the tests that render the heatmap page headless; skipped where already installed.
+install-chromium:
+	@dpkg -s chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
+
 # The main job on the embedded default (tiny model, synthetic_email, PerCE): estimate -> train -> eval.
 demo: install install-wordnet
 	$(PERCONTRAST) run
@@ -46,7 +50,7 @@ demo-real: install-real install-wordnet
 	$(PERCONTRAST) run -m experiment=real_demo loss=ce,perce hydra.sweep.dir=outputs/hydra/demo-real
 	$(PERCONTRAST) report 'report.evals=[outputs/hydra/demo-real]' report.out_dir=outputs/reports/demo-real
 
-test: install-dev install-wordnet
+test: install-dev install-wordnet install-chromium
 	$(PY) -m pytest -q tests
 
 lint: install-dev

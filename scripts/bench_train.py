@@ -108,21 +108,21 @@ def longlamp_examples(n: int, seed: int = 0):
 
 def prepare(shape: str, work: Path) -> None:
     """Builds the shape's model directory and encoded items once, so every contender gets identical ones."""
-    from percontrast_cli import pipeline
     from percontrast_cli.artifacts import ArtifactStore
+    from percontrast_cli.steps import context, models, task_data
     from percontrast_cli.tracking import NullTracker
 
     cfg = compose_config([*SHAPES[shape]["overrides"], "retrieval.k=15"])
-    ctx = pipeline.Context(cfg, ArtifactStore(work / "store"), torch.device("cpu"), NullTracker())
+    ctx = context.Context(cfg, ArtifactStore(work / "store"), torch.device("cpu"), NullTracker())
     if shape.startswith("longlamp"):
         examples = longlamp_examples(16)
-        data = pipeline.TaskData(examples, examples)
+        data = task_data.TaskData(examples, examples)
     else:
-        data = pipeline.load_task(cfg)
-    model, tokenizer = pipeline.load_model(ctx, pipeline.base_model(ctx, data), training=True)
+        data = task_data.load_task(cfg)
+    model, tokenizer = models.load_model(ctx, models.base_model(ctx, data), training=True)
     model.save_pretrained(work / "model")
     tokenizer.save_pretrained(work / "model")
-    items = pipeline.encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
+    items = task_data.encode_items(tokenizer, data.train, cfg, with_counterfactual=True)
     (work / "items.json").write_text(json.dumps([{k: v for k, v in i.items() if k != "cut"} for i in items]))
 
 

@@ -1,7 +1,9 @@
-"""Condensed Markdown tables (the README's) from `percontrast report` outputs: the swept options and the
-headline metrics with their paired differences vs CE.
+"""Condensed Markdown tables (the results doc's) from `percontrast report` outputs: each group's label (its
+swept settings), seeds, the headline metrics (mean ± std over seeds) and their paired differences vs CE with
+the report's 95% interval (seeds, then users resampled), read from the numeric report.csv.
 
     python scripts/claims_tables.py outputs/reports/claims_methods [outputs/reports/claims_lr ...]
+    python scripts/claims_tables.py --metrics persona_recall,reference_nll outputs/reports/claims_pretrained
 """
 
 from __future__ import annotations
@@ -10,35 +12,62 @@ import csv
 import sys
 from pathlib import Path
 
-METRICS = ("personal_token_acc", "nonpersonal_token_acc", "rougeL")
-# loss.* details that only say which weighting a row is (the loss name already does)
-HIDDEN = ("loss.weighting", "loss.clip_min", "loss.keep_ratio", "loss.normalize")
-RENAMED = {"task.name": "eval task", "train_task": "train task"}
+# Shown when the report has them, in this order.
+METRICS = (
+    "persona_recall",
+    "persona_over_insertion",
+    "persona_leakage",
+    "reference_nll",
+    "personal_token_acc",
+    "nonpersonal_token_acc",
+    "rougeL",
+    "meteor",
+    "generated_words",
+)
 
 
-def condensed(report_dir: Path) -> str:
+def value(row: dict, metric: str) -> str:
+    mean, std = row.get(f"{metric}_mean", ""), row.get(f"{metric}_std", "")
+    if not mean:
+        return ""
+    digits = 1 if abs(float(mean)) >= 10 else 4
+    return f"{float(mean):.{digits}f}" + (f" ± {float(std):.{digits}f}" if std else "")
+
+
+def difference(row: dict, metric: str) -> str:
+    delta, low, high = (row.get(f"{metric}_{part}", "") for part in ("delta", "ci_low", "ci_high"))
+    if not delta:
+        return ""
+    low_f, high_f = float(low), float(high)
+    star = "*" if low_f > 0 or high_f < 0 else ""
+    digits = 2 if abs(float(delta)) >= 10 else 4
+    return f"{float(delta):+.{digits}f} [{low_f:+.{digits}f}, {high_f:+.{digits}f}]{star}"
+
+
+def condensed(report_dir: Path, metrics=METRICS) -> str:
     with open(report_dir / "report.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    header = list(rows[0])
-    weighted = [r for r in rows if r["loss"] != "ce"] or rows
-
-    def shown(option: str) -> bool:
-        if option == "loss":
-            return True
-        if option.startswith("loss."):  # a setting of the one weighted loss, where the report varies it
-            one_loss = len({r["loss"] for r in weighted}) == 1
-            return one_loss and option not in HIDDEN and len({r[option] for r in weighted}) > 1
-        return len({r[option] for r in rows}) > 1
-
-    options = [o for o in header[: header.index("seeds")] if shown(o)]
-    columns = [*options, "seeds", *METRICS, *(f"Δ {m} vs CE [95% CI]" for m in METRICS)]
-    columns = [c for c in columns if c in header]
-    names = [RENAMED.get(c, c) for c in columns]
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    shown = [m for m in metrics if any(r.get(f"{m}_mean") for r in rows)]
+    paired = [m for m in shown if any(r.get(f"{m}_delta") for r in rows)]
+    header = ["group", "seeds", *shown, *(f"Δ {m} vs CE [95% CI]" for m in paired)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["label"], row["seeds"], *(value(row, m) for m in shown)]
+        cells += [difference(row, m) for m in paired]
+        lines.append("| " + " | ".join(cells) + " |")
+    users = sorted({r["n_users"] for r in rows if r.get("n_users")})
+    examples = sorted({r["n_examples"] for r in rows if r.get("n_examples")})
+    note = f"{'/'.join(examples)} test targets" + (f" from {'/'.join(users)} users" if users else "")
+    levels = sorted({r["ci_resampled"] for r in rows if r.get("ci_resampled")})
+    if levels:
+        note += f"; Δ: method − CE, 95% interval resampling {' / '.join(levels)} (* excludes 0)"
+    return "\n".join(lines) + f"\n\n{note}."
 
 
 if __name__ == "__main__":
-    for argument in sys.argv[1:]:
-        print(f"\n{argument}\n\n{condensed(Path(argument))}")
+    arguments = sys.argv[1:]
+    chosen = METRICS
+    if arguments[:1] == ["--metrics"]:
+        chosen, arguments = tuple(arguments[1].split(",")), arguments[2:]
+    for argument in arguments:
+        print(f"\n{argument}\n\n{condensed(Path(argument), chosen)}")

@@ -6,21 +6,18 @@ import pytest
 
 from percontrast_cli.artifacts import ArtifactStore, _host
 from percontrast_cli.errors import PercontrastError
+from percontrast_cli.identity import Identity
+
+
+def artifact_id_of(kind, config, inputs):
+    return Identity(kind, config, inputs).id
 
 
 def publish(store, kind, config, inputs):
-    artifact_id = store.artifact_id(kind, config, inputs)
+    artifact_id = Identity(kind, config, inputs).id
     with store.create(kind, artifact_id, config, inputs) as (tmp, _):
         (tmp / "payload.txt").write_text("x")
     return store.find(kind, artifact_id)
-
-
-def test_id_is_a_fingerprint_of_config_and_inputs(tmp_path):
-    store = ArtifactStore(tmp_path)
-    a = store.artifact_id("estimate", {"k": 1}, {"data": "d1"})
-    assert a == store.artifact_id("estimate", {"k": 1}, {"data": "d1"})
-    assert a != store.artifact_id("estimate", {"k": 2}, {"data": "d1"})
-    assert a != store.artifact_id("estimate", {"k": 1}, {"data": "d2"})
 
 
 def test_crash_leaves_no_half_artifact(tmp_path):
@@ -56,7 +53,7 @@ def test_mismatched_inputs_are_rejected(tmp_path):
 def test_directory_without_manifest_is_moved_aside_and_rebuilt(tmp_path, capsys):
     """The crash leftover that used to wedge every rerun: a payload dir with no manifest."""
     store = ArtifactStore(tmp_path)
-    artifact_id = store.artifact_id("checkpoint", {"n": 1}, {})
+    artifact_id = Identity("checkpoint", {"n": 1}, {}).id
     leftover = tmp_path / "checkpoint" / artifact_id
     leftover.mkdir(parents=True)
     (leftover / "weights").write_text("half")
@@ -70,7 +67,7 @@ def test_directory_without_manifest_is_moved_aside_and_rebuilt(tmp_path, capsys)
 @pytest.mark.parametrize("manifest", ["{}", "not json", '{"kind": "checkpoint"}'])
 def test_unusable_manifest_is_replaced_on_publish(tmp_path, manifest):
     store = ArtifactStore(tmp_path)
-    artifact_id = store.artifact_id("checkpoint", {"n": 1}, {})
+    artifact_id = Identity("checkpoint", {"n": 1}, {}).id
     (tmp_path / "checkpoint" / artifact_id).mkdir(parents=True)
     (tmp_path / "checkpoint" / artifact_id / "manifest.json").write_text(manifest)
     with pytest.raises(PercontrastError, match="is not a usable checkpoint artifact: .*manifest.json"):
@@ -109,11 +106,10 @@ def test_leftover_temporaries_are_cleaned_and_never_latest(tmp_path):
     assert not dead.exists() and live.exists()  # a live writer keeps its temp dir
 
 
-def test_artifact_ids_follow_the_package_code(tmp_path, monkeypatch):
-    store = ArtifactStore(tmp_path)
-    before = store.artifact_id("estimate", {"k": 1}, {})
-    monkeypatch.setattr("percontrast_cli.artifacts.code_fingerprint", lambda: "other-code")
-    assert store.artifact_id("estimate", {"k": 1}, {}) != before
+def test_artifact_ids_follow_their_kinds_code(monkeypatch):
+    before = Identity("estimate", {"k": 1}, {}).id
+    monkeypatch.setattr("percontrast_cli.identity.code_hash", lambda kind: "other-code")
+    assert Identity("estimate", {"k": 1}, {}).id != before
 
 
 # --- Ownership: the store touches only its own id directories -------------------------------------------
@@ -167,7 +163,7 @@ def safetensors_artifact(store, values):
     import torch
     from safetensors.torch import save_file
 
-    artifact_id = store.artifact_id("checkpoint", {"values": str(values)}, {})
+    artifact_id = artifact_id_of("checkpoint", {"values": str(values)}, {})
     with store.create("checkpoint", artifact_id, {}, {}) as (tmp, _):
         (tmp / "model").mkdir()
         save_file({"w": torch.tensor(values, dtype=torch.float32)}, tmp / "model" / "model.safetensors")
@@ -245,7 +241,7 @@ def test_latest_names_every_newer_artifact_it_passes_over(tmp_path, capsys):
     good = publish(store, "checkpoint", {"n": 1}, {})
     damaged = publish(store, "checkpoint", {"n": 2}, {})
     (damaged.path / "payload.txt").write_text("longer")
-    leftover = tmp_path / "checkpoint" / store.artifact_id("checkpoint", {"n": 3}, {})
+    leftover = tmp_path / "checkpoint" / artifact_id_of("checkpoint", {"n": 3}, {})
     leftover.mkdir()
     writing = tmp_path / "checkpoint" / f".tmp-{'a' * 12}-{_host()}-{os.getpid()}-cafecafe"
     writing.mkdir()
@@ -286,7 +282,7 @@ def test_latest_with_nothing_usable_is_one_error_naming_why(tmp_path):
 def test_a_write_fault_is_one_line_naming_the_path_and_nothing_half_written_stays(tmp_path, fault, cause):
     store = ArtifactStore(tmp_path)
     kept = publish(store, "checkpoint", {"n": 1}, {})
-    artifact_id = store.artifact_id("checkpoint", {"n": 2}, {})
+    artifact_id = artifact_id_of("checkpoint", {"n": 2}, {})
     with (
         pytest.raises(PercontrastError) as error,
         store.create("checkpoint", artifact_id, {}, {}) as (tmp, _),
@@ -311,7 +307,7 @@ def test_a_store_that_cannot_take_an_artifact_says_so_before_the_work(tmp_path, 
     monkeypatch.setattr("percontrast_cli.artifacts.tempfile.mkstemp", read_only)
     assert store.claim("eval", kept.id) is not None  # what it holds it still serves
     with pytest.raises(PercontrastError, match=f"{tmp_path / 'eval'}: Read-only file system; point"):
-        store.claim("eval", store.artifact_id("eval", {"n": 2}, {}))
+        store.claim("eval", artifact_id_of("eval", {"n": 2}, {}))
     monkeypatch.undo()
     monkeypatch.setattr(
         "percontrast_cli.artifacts.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 4096)
@@ -319,5 +315,5 @@ def test_a_store_that_cannot_take_an_artifact_says_so_before_the_work(tmp_path, 
     with pytest.raises(
         PercontrastError, match=r"No space left on device \(only 4096 bytes free\); free space"
     ):
-        store.claim("eval", store.artifact_id("eval", {"n": 2}, {}))
+        store.claim("eval", artifact_id_of("eval", {"n": 2}, {}))
     assert store.find("eval", kept.id) is not None

@@ -1,6 +1,7 @@
 """The claims studies: presets that sweep what the issue asks, cross-task evaluation that records both tasks,
 a study script that skips every finished job on a rerun, and the report's paired differences and plots."""
 
+import csv
 import json
 import os
 import re
@@ -47,17 +48,78 @@ TINY = (
 )
 
 
-def claims(study, root, cwd):
+def claims(study, root, cwd, overrides=TINY, expect=0, **env_vars):
     env = {
         **os.environ,
         "PERCONTRAST_OUTPUTS": str(root),
-        "CLAIMS_OVERRIDES": TINY,
+        "CLAIMS_OVERRIDES": overrides,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **env_vars,
     }
     script = Path(__file__).parents[1] / "scripts" / "claims.sh"
     result = subprocess.run(["bash", str(script), study], capture_output=True, text=True, cwd=cwd, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.returncode == expect, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+def test_pretrained_preset_is_smollm2_full_fine_tuning_with_at_least_30_test_users():
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=claims_pretrained"], return_hydra_config=True)
+    validate_config(cfg)
+    assert cfg.model.name == "smollm2" and cfg.train.peft == "none" and cfg.task.name == "persona_email"
+    assert cfg.task.n_test_users >= 30 and cfg.task.n_test_users * cfg.task.examples_per_user >= 60
+    assert cfg.hydra.sweep.dir.endswith("hydra/claims_pretrained")
+
+
+# The pretrained study at a miniature size: the tiny model stands in for SmolLM2 (no warm-up: the shared CE
+# start plays its part), a few users and steps.
+PRETRAINED_TINY = (
+    "model=tiny train.warmup_steps=0 train.batch_size=4 train.log_every=2 train.save_every=2 "
+    "task.n_train_users=4 task.n_test_users=2 task.examples_per_user=1 model.vocab_size=400 "
+    "model.hidden_size=32 model.intermediate_size=64 model.num_heads=2 eval.max_new_tokens=8 "
+    "eval.meteor=false"
+)
+PRETRAINED_SIZES = {"PRETRAINED_START_STEPS": "4", "PRETRAINED_STEPS": "2", "PRETRAINED_SEEDS": "0,1"}
+
+
+@pytest.mark.slow
+def test_pretrained_study_stops_at_a_failed_plateau_gate_then_runs_and_reports(tmp_path):
+    root = tmp_path / "out"
+    sweeps = root / "hydra" / "claims_pretrained"
+    # a gate no run can pass: the study reports it and stops before training the other losses
+    failed = claims(
+        "pretrained", root, tmp_path, PRETRAINED_TINY, 1, PRETRAINED_GATE="-1", **PRETRAINED_SIZES
+    )
+    assert "plateau gate failed" in failed and "**FAILED**" in failed
+    assert not (sweeps / "methods").exists()
+    gate = (root / "reports" / "claims_pretrained" / "gate.md").read_text()
+    assert "at the shared start (4 CE steps)" in gate and "after 2 more CE steps (seeds 0,1)" in gate
+    start = json.loads((sweeps / "start" / "artifacts.json").read_text())["checkpoint"]
+
+    claims("pretrained", root, tmp_path, PRETRAINED_TINY, PRETRAINED_GATE="1", **PRETRAINED_SIZES)
+    starts = set()
+    for job in sweeps.glob("*/*/artifacts.json"):  # every arm starts from the one shared CE checkpoint
+        checkpoint = json.loads(job.read_text())["checkpoint"]
+        manifest = json.loads((root / "artifacts" / "checkpoint" / checkpoint / "manifest.json").read_text())
+        starts.add(manifest["inputs"]["start"])
+        assert manifest["config"]["steps"] == 2
+    assert starts == {start}
+    rows = list(csv.DictReader((root / "reports" / "claims_pretrained" / "report.csv").open()))
+    labels = [r["label"] for r in rows]
+    assert labels == [
+        "loss=ce",
+        "loss=entce",
+        "loss=perce, loss.clip_min=0.8",
+        "loss=perce, loss.clip_min=1.0",
+    ]
+    for row in rows[1:]:
+        assert row["seeds"] == "0,1" and row["ci_resampled"] == "seeds, then users"
+        for metric in ("persona_recall", "persona_leakage", "reference_nll", "rougeL", "generated_words"):
+            assert row[f"{metric}_delta"] and row[f"{metric}_ci_low"] and row[f"{metric}_ci_high"], metric
+    page = (root / "reports" / "claims_pretrained" / "report.md").read_text()
+    assert (
+        page.startswith("# Claims study: pretrained") and "## Plateau gate" in page and "**passed**" in page
+    )
 
 
 @pytest.mark.slow
@@ -86,8 +148,8 @@ def test_transfer_study_evaluates_across_tasks_records_both_and_reruns_as_skips(
     assert len(artifact_ids(root, "checkpoint")) == checkpoints
     out = root / "reports" / "claims_transfer"
     table = (out / "report.md").read_text()
-    header = table.splitlines()[0]
-    assert "train_task" in header and "task.name" in header and "Δ personal_token_acc vs CE" in header
+    assert "## Generation" in table and "Δ personal_token_acc ↑" in table
+    assert "| loss=perce, task.name=persona_review, train_task=persona_email |" in table
     assert (out / "personal_token_acc_transfer_matrix.png").stat().st_size > 1000
 
 

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from percontrast_cli.contrast import contrast_scores
-from percontrast_cli.data.encode import Collator, encode_example, flat_targets
-from percontrast_cli.data.prompts import counterfactual_prompt, factual_prompt
+from percontrast_cli.data.encode import IGNORE, Collator, encode_example, flat_targets
 from percontrast_cli.estimate import teacher_forced_pass
 
 
@@ -17,30 +16,46 @@ def test_score_equals_hand_computed_logprob_difference(model, tokenizer, splits)
 
     target = tokenizer(example.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert len(scores) == len(target)
+    # the prompts the production path encodes: the ids before the target, with and without the profile
+    factual, counterfactual = prompt_ids(item, ""), prompt_ids(item, "cf_")
+    assert tokenizer.decode(factual).startswith("User profile:\n") and factual != counterfactual
     for t in (0, 3, len(target) - 1):  # first, a middle and the end-of-sequence token
 
-        def logp(prompt: str, t: int = t) -> float:
-            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        def logp(prompt_ids: list[int], t: int = t) -> float:
             ids = torch.tensor([prompt_ids + target[:t]])
             with torch.no_grad():
                 logits = model(input_ids=ids).logits[0, -1]
             return torch.log_softmax(logits.double(), -1)[target[t]].item()
 
-        by_hand = logp(factual_prompt(example, 5)) - logp(counterfactual_prompt(example, 5, "drop", []))
+        by_hand = logp(factual) - logp(counterfactual)
         assert abs(scores[t].item() - by_hand) < 1e-4
+
+
+def prompt_ids(item: dict, prefix: str) -> list[int]:
+    """An encoded item's prompt: its ids before the target's."""
+    ids, labels = item[f"{prefix}input_ids"], item[f"{prefix}labels"]
+    return ids[: len(ids) - sum(1 for x in labels if x != IGNORE)]
 
 
 def test_counterfactual_prompts_lack_the_profile(splits, tokenizer):
     example, pool = splits["train"][0], splits["train"]
-    factual = factual_prompt(example, 5)
+
+    def prompts(k: int, mode: str) -> tuple[str, str]:
+        """The factual and counterfactual prompt texts as encoded (decoded from the item's ids)."""
+        item = encode_example(tokenizer, example, k=k, max_length=1024, counterfactual=mode, pool=pool)
+        return tuple(
+            tokenizer.decode(prompt_ids(item, p), clean_up_tokenization_spaces=False) for p in ("", "cf_")
+        )
+
+    factual, _ = prompts(5, "drop")
     assert all(doc in factual for doc in example.profile)
     for mode in ("drop", "empty", "other_user"):
-        prompt = counterfactual_prompt(example, 5, mode, pool)
+        _, prompt = prompts(5, mode)
         assert not any(doc in prompt for doc in example.profile), mode
         assert example.input in prompt
-    assert counterfactual_prompt(example, 5, "drop", pool) == factual_prompt(example, 0)
-    assert "User profile:" in counterfactual_prompt(example, 5, "empty", pool)
-    other = counterfactual_prompt(example, 5, "other_user", pool)
+    assert prompts(5, "drop")[1] == prompts(0, "drop")[0] == f"Request: {example.input}\nResponse:\n"
+    assert "User profile:" in prompts(5, "empty")[1]
+    other = prompts(5, "other_user")[1]
     assert any(e.user_id != example.user_id and e.profile[0] in other for e in pool)
     # and the encoded counterfactual sequence holds none of the profile's tokens as a contiguous run
     item = encode_example(tokenizer, example, k=5, max_length=256, counterfactual="drop", pool=pool)

@@ -27,8 +27,9 @@ def artifact_ids(root, kind):
 def test_run_rerun_eval_and_sweep(tmp_path):
     root = tmp_path / "out"
     out = cli("run", "experiment=miniature", root=root, cwd=tmp_path)
-    for kind in ("model", "checkpoint", "estimate", "eval"):
+    for kind in ("model", "checkpoint", "eval"):
         assert artifact_ids(root, kind), kind
+    assert not (root / "artifacts" / "estimate").exists()  # online PerCE reads no estimate: none is computed
     (eval_id,) = artifact_ids(root, "eval")
     metrics = json.loads((root / "artifacts" / "eval" / eval_id / "metrics.json").read_text())
     for key in ("rouge1", "rougeL", "personal_token_acc", "nonpersonal_token_acc", "estimator_auroc"):
@@ -38,7 +39,7 @@ def test_run_rerun_eval_and_sweep(tmp_path):
     assert "personal_token_acc" in out and eval_id in out
 
     rerun = cli("run", "experiment=miniature", root=root, cwd=tmp_path)
-    assert re.findall(r"skip (\w+) ", rerun) == ["model", "checkpoint", "estimate", "checkpoint", "eval"]
+    assert re.findall(r"skip (\w+) ", rerun) == ["model", "checkpoint", "checkpoint", "eval"]
     assert "trained" not in rerun and "estimated" not in rerun
 
     perce_checkpoint = json.loads((root / "artifacts" / "eval" / eval_id / "manifest.json").read_text())[
@@ -139,7 +140,15 @@ def test_two_identical_runs_at_once_build_each_artifact_once(tmp_path):
     """A parallel sweep's race: both processes need the same artifacts in one outputs directory."""
     root = tmp_path / "out"
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
-    command = [sys.executable, "-m", "percontrast_cli.cli", "run", "experiment=miniature"]
+    # refresh=rounds: the run computes an estimate too, so every kind of artifact is raced for
+    command = [
+        sys.executable,
+        "-m",
+        "percontrast_cli.cli",
+        "run",
+        "experiment=miniature",
+        "estimator.refresh=rounds",
+    ]
     procs = [
         subprocess.Popen(
             command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

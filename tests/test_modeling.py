@@ -165,18 +165,18 @@ def test_tiny_and_smollm2_load_through_the_same_path(tmp_path, monkeypatch):
     pytest.importorskip("gguf")
     from hydra import compose, initialize_config_module
 
-    from percontrast_cli import pipeline
     from percontrast_cli.artifacts import ArtifactStore
+    from percontrast_cli.steps import context, models, task_data
 
     monkeypatch.setenv("PERCONTRAST_OUTPUTS", str(tmp_path))
     loaded = {}
     for name in ("tiny", "smollm2"):
         with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
             cfg = compose("config", overrides=[f"model={name}", "experiment=miniature"])
-        ctx = pipeline.Context(cfg, ArtifactStore(cfg.paths.artifacts), torch.device("cpu"), NullTracker())
-        data = pipeline.load_task(cfg)
-        artifact = pipeline.base_model(ctx, data)
-        loaded[name] = pipeline.load_model(ctx, artifact)
+        ctx = context.Context(cfg, ArtifactStore(cfg.paths.artifacts), torch.device("cpu"), NullTracker())
+        data = task_data.load_task(cfg)
+        artifact = models.base_model(ctx, data)
+        loaded[name] = models.load_model(ctx, artifact)
     model, tokenizer = loaded["smollm2"]
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30
     assert (

@@ -1,11 +1,14 @@
 """The persona task family: deterministic, shared users across tasks, mostly unseen persona values at test
 time, exact personal spans, personal tokens a minority."""
 
+import hashlib
+import json
 import random
+from pathlib import Path
 
 import pytest
 
-from percontrast_cli.data import personas
+from percontrast_cli.data import personas, synthetic
 from percontrast_cli.data.encode import encode_target
 from percontrast_cli.data.synthetic import render
 from percontrast_cli.modeling.tiny import train_tokenizer
@@ -91,3 +94,50 @@ def test_personal_tokens_are_a_minority_and_revealed_by_the_profile(task):
     tokenizer = train_tokenizer([t for e in examples for t in (e.input, e.output, *e.profile)], 1024)
     personal = [p for e in examples for p in encode_target(tokenizer, e, 512).personal]
     assert 0.05 < sum(personal) / len(personal) < 0.2
+
+
+def core_fingerprint(splits: dict) -> str:
+    """A hash of what the generators produce (ids, users, request, target, profile, spans), split by split:
+    fields added to Example later do not move it, a changed draw or text does."""
+    rows = {
+        split: [
+            [e.id, e.user_id, e.input, e.output, list(e.profile), [list(s) for s in e.personal_spans]]
+            for e in examples
+        ]
+        for split, examples in splits.items()
+    }
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+# Recorded with the generators as they were before the shared example loop and the move of the persona pools
+# to persona_pools.json (main at 2bf03aa): the same seed must keep giving the same examples, byte for byte.
+GENERATED = {
+    ("synthetic_email", 0): "1af9c66455abc14a",
+    ("synthetic_email", 3): "6bef8c411666e840",
+    ("synthetic_review", 0): "a43f590e70b3d612",
+    ("synthetic_review", 3): "b74f96adebd8f027",
+    ("persona_email", 0): "b41bc966d67e6a4a",
+    ("persona_email", 3): "673c8be4e995f1e3",
+    ("persona_review", 0): "2c43786945adec37",
+    ("persona_review", 3): "ef48af22e930c12f",
+    ("persona_topic", 0): "4c18a6457d297478",
+    ("persona_topic", 3): "8353f13179de38be",
+}
+
+
+@pytest.mark.parametrize("task, seed", list(GENERATED))
+def test_generated_data_is_unchanged_at_the_tasks_default_sizes(task, seed):
+    if task in personas.TASKS:
+        splits = personas.generate(task, 240, 30, 2, seed)
+    else:
+        splits = synthetic.generate(task, 200, 25, 4, seed)
+    assert core_fingerprint(splits) == GENERATED[task, seed]
+
+
+def test_persona_pools_are_package_data():
+    """The pools live in a JSON file inside the package (pyproject's package-data ships it)."""
+    from importlib.resources import files
+
+    pools = json.loads(files("percontrast_cli.data").joinpath("persona_pools.json").read_text("utf-8"))
+    assert set(pools["tasks"]) == set(personas.TASKS) and pools["first_names"] == personas.FIRST_NAMES
+    assert '"data/*.json"' in (Path(__file__).parents[1] / "pyproject.toml").read_text()

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from percontrast_cli.heatmap import ScoredToken, html_heatmap, terminal_heatmap
 
-from .test_end_to_end import artifact_ids, cli
+from .test_end_to_end import cli
 
 
 class TokenSpans(HTMLParser):
@@ -71,7 +71,7 @@ def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
     assert rerun.count("skip eval") == 4
 
     out_dir = tmp_path / "report"
-    cli(
+    shown = cli(
         "report",
         f"report.evals=[{tmp_path / 'sweep2'}]",
         f"report.out_dir={out_dir}",
@@ -79,22 +79,38 @@ def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
         cwd=tmp_path,
     )
     rows = list(csv.DictReader((out_dir / "report.csv").open()))
-    assert [r["loss"] for r in rows] == ["ce", "perce"]
-    assert all(r["seeds"] == "0,1" for r in rows)
-    assert re.fullmatch(r"\d\.\d{4} ± \d\.\d{4}", rows[0]["personal_token_acc"])
-    gain = "gain personal_token_loss"
-    assert rows[0][gain] == "" and re.fullmatch(r"[+-]\d+\.\d%", rows[1][gain])
-    assert "| loss |" in (out_dir / "report.md").read_text()
-    for name in ("personal_token_acc_vs_alpha.png", "rougeL_vs_alpha.png", "token_loss_curves.png"):
+    assert [r["label"] for r in rows] == ["loss=ce", "loss=perce"]
+    assert all(r["seeds"] == "0,1" and r["n_users"] == "2" and r["n_examples"] == "4" for r in rows)
+    assert 0 <= float(rows[0]["personal_token_acc_mean"]) <= 1
+    assert float(rows[0]["personal_token_acc_std"]) >= 0
+    assert rows[0]["personal_token_loss_gain"] == "" and float(rows[1]["personal_token_loss_gain"]) > -1
+    for metric in (
+        "persona_recall",
+        "reference_nll",
+        "personal_token_acc",
+        "rougeL",
+        "meteor",
+        "generated_words",
+    ):
+        low, delta, high = (float(rows[1][f"{metric}_{part}"]) for part in ("ci_low", "delta", "ci_high"))
+        assert low <= delta <= high, metric
+    page = (out_dir / "report.md").read_text()
+    assert page.startswith("# Report: sweep2") and "| loss=perce |" in page and "## Legend" in page
+    assert "resampled: seeds, then users" in page
+    assert "reference_nll (lower is better)" in shown and "  loss=perce  " in shown  # the console summary
+    # alpha is not swept (CE and PerCE at the paper's alpha): no alpha plot, the Δ plot instead
+    assert not list(out_dir.glob("*_vs_alpha.png"))
+    for name in ("differences_vs_ce.png", "token_loss_curves.png"):
         width, height, size = png_size(out_dir / name)
-        assert width >= 400 and height >= 300 and size > 10_000, name
+        assert width >= 400 and height >= 200 and size > 10_000, name
 
-    estimate_id = artifact_ids(root, "estimate")[0]
+    # online PerCE computes no estimate artifact: `inspect estimate=latest` scores the latest checkpoint, on
+    # its own task (no experiment= needed: the settings come from the checkpoint's manifest)
+    assert not (root / "artifacts" / "estimate").exists()
     html_out = tmp_path / "heat.html"
     shown = cli(
         "inspect",
-        "experiment=miniature",
-        f"estimate={estimate_id}",
+        "estimate=latest",
         "example=1",
         f"inspect.out={html_out}",
         root=root,
@@ -116,6 +132,7 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
             "run",
             "experiment=miniature",
             "tracker=wandb",
+            "estimator.refresh=rounds",  # a run that computes an estimate logs its heatmap
             f"hydra.run.dir={tmp_path / 'job'}",
             root=root,
             cwd=tmp_path,
@@ -131,7 +148,7 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
         b"eval/rougeL",
         b"eval/personal_token_acc",
         b"personal_loss",
-        b"train perce/loss",
+        b"train_perce-rounds/loss",
         b"estimate/heatmap_example0",
     ):
         assert key in data, key

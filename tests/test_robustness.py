@@ -1,5 +1,5 @@
-"""Nothing stale, nothing silent: artifact identity, non-finite values, checkpoints without weights, plain
-progress lines in logs, and sweeps that survive a failing job."""
+"""Nothing stale, nothing silent (artifact ids: tests/test_identity.py): fingerprints, non-finite values,
+checkpoints without weights, plain progress lines in logs, and sweeps that survive a failing job."""
 
 import json
 import os
@@ -10,9 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from percontrast_cli import pipeline
 from percontrast_cli.errors import PercontrastError
-from percontrast_cli.fingerprint import fingerprint
 from percontrast_cli.modeling.load import load_model_and_tokenizer, tokenizer_fingerprint, weights_fingerprint
 from percontrast_cli.tracking import NullTracker
 from percontrast_cli.train import ScoreTable, fit
@@ -24,40 +22,6 @@ from .test_modeling import TRAIN
 def composed(*overrides):
     with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides))
-
-
-def train_id(*overrides):
-    cfg = composed(*overrides)
-    return fingerprint([pipeline.train_identity(cfg), pipeline.prompt_config(cfg)])
-
-
-def eval_id(*overrides):
-    return fingerprint(pipeline.eval_identity(composed(*overrides)))
-
-
-@pytest.mark.parametrize(
-    "override",
-    ["train.log_every=7", "train.save_every=9", "train.lora.r=64", "train.steps=11", "train.warmup_steps=3"],
-)
-def test_settings_that_cannot_change_the_weights_keep_the_training_id(override):
-    # train.steps / warmup_steps are recorded apart, as the steps each checkpoint actually trains for
-    assert train_id(override) == train_id()
-
-
-@pytest.mark.parametrize("override", ["train.lr=0.1", "train.peft=lora", "model.chat_template=true"])
-def test_settings_that_change_the_weights_change_the_training_id(override):
-    assert train_id(override) != train_id()
-
-
-def test_lora_settings_count_once_lora_is_on():
-    assert train_id("train.peft=lora", "train.lora.r=64") != train_id("train.peft=lora")
-
-
-def test_greedy_eval_ignores_seed_and_sampling_knobs_sampling_does_not():
-    assert eval_id("seed=3") == eval_id() == eval_id("eval.temperature=0.1")
-    assert eval_id("eval.do_sample=true", "seed=3") != eval_id("eval.do_sample=true")
-    assert eval_id("eval.max_new_tokens=9") != eval_id()
-    assert eval_id("model.chat_template=true") != eval_id()  # the prompt settings of checkpoint= runs
 
 
 def test_tokenizer_fingerprint_covers_the_chat_template(tokenizer):

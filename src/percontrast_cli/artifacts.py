@@ -33,7 +33,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from percontrast_cli import __version__, integrity
-from percontrast_cli.distributed import barrier, broadcast, is_main, rank_and_world
+from percontrast_cli.distributed import broadcast, is_main, rank_and_world, settle
 from percontrast_cli.errors import FILESYSTEM_ERRNOS, PercontrastError, filesystem_message
 from percontrast_cli.fingerprint import fingerprint
 from percontrast_cli.progress import say
@@ -43,6 +43,7 @@ NO_MANIFEST = f"no {MANIFEST}"
 REQUIRED = ("kind", "id", "created", "config", "inputs")
 TMP_PREFIX = ".tmp-"
 BROKEN_PREFIX = ".broken-"
+JOB_ARTIFACTS = "artifacts.json"  # a job's record of the artifacts it used, in its own (Hydra) directory
 VERIFIED = ".verified"  # integrity verdicts, see integrity.VerifiedCache
 # The ids the store issues are fingerprints (lowercase hex): nothing else inside a kind folder is an artifact
 # the store may move aside.
@@ -165,9 +166,6 @@ class ArtifactStore:
     def release_all(self) -> None:
         for kind, artifact_id in list(self.held):
             self.release(kind, artifact_id)
-
-    def artifact_id(self, kind: str, config: Any, inputs: dict[str, Any]) -> str:
-        return fingerprint({"kind": kind, "config": config, "inputs": inputs, "code": code_fingerprint()})
 
     @contextmanager
     def writing(self, what: str, where: Path) -> Iterator[None]:
@@ -349,6 +347,7 @@ class ArtifactStore:
         final = self.root / kind / artifact_id
         owner = f"{_host()}-{os.getpid()}"
         tmp = self.root / kind / f"{TMP_PREFIX}{artifact_id}-{owner}-{uuid.uuid4().hex[:8]}"
+        failure = None
         try:
             with self.writing(what, tmp):
                 tmp.mkdir(parents=True)
@@ -377,12 +376,13 @@ class ArtifactStore:
                 else:
                     tmp.rename(final)
                     integrity.remember(final, manifest["payload"], self.verified_cache(final))
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            failure = exc
             raise
         finally:
             self.release(kind, artifact_id)
-            barrier()
+            settle(failure)  # every rank leaves together; if one failed (rank 0 publishing), all stop
 
 
 def refuse_broken_weights(directory: Path, what: str) -> None:

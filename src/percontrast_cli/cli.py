@@ -82,9 +82,9 @@ def first_line(exc: BaseException) -> str:
     return "invalid configuration"
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     print(f"percontrast: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def note(message: str) -> None:
@@ -369,17 +369,19 @@ def make_entry(stage: str):
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from percontrast_cli.stages import STAGES
+    from percontrast_cli.stages import STAGES, prepare
     from percontrast_cli.worker import WORKER_ENV, launch
 
     def entry(cfg):
         try:
+            # a consumer runs on its input's recorded settings (eval checkpoint=X, inspect estimate=X)
+            cfg = prepare(stage, cfg, list(HydraConfig.get().overrides.task))
             if cfg.distributed.name != "none" and WORKER_ENV not in os.environ:
                 return launch(stage, cfg, HydraConfig.get().runtime.output_dir)
             return STAGES[stage](cfg)
         except PercontrastError as exc:
             if not in_multirun():
-                fail(str(exc))
+                fail(str(exc), getattr(exc, "exit_code", 2))  # a relayed worker failure keeps its code
             record_failure(exc)
         except Exception as exc:
             if (fault := filesystem_fault(exc, cfg)) is not None:

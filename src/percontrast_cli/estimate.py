@@ -13,7 +13,7 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from percontrast_cli.contrast import target_nll
 from percontrast_cli.data.encode import Collator, flat_targets, target_count
-from percontrast_cli.distributed import gather_by_position, my_batches
+from percontrast_cli.distributed import gather_by_position, is_sharded_module, my_batches
 from percontrast_cli.losses import token_nll
 from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.progress import track
@@ -50,7 +50,9 @@ def teacher_forced_pass(
     model.eval()
     collate = Collator(pad_id)
     batches = length_batches([len(item["input_ids"]) for item in items], batch_size)
-    mine = my_batches(len(batches))  # all of them with one process; a share of whole batches with several
+    # all of them with one process; a share of whole batches with several (as many on every rank when the
+    # model is sharded: rounds rescoring scores with the model being trained)
+    mine = my_batches(len(batches), lockstep=is_sharded_module(model))
     local: dict[int, TokenRecord] = {}
     for number in track(mine, total=len(mine), description=description):
         positions = batches[number]
@@ -97,17 +99,34 @@ def classifier_metrics(records: list[TokenRecord], tau: float) -> dict[str, floa
     }
 
 
-def save_scores(path: Path, ids: list[str], rows: list[np.ndarray]) -> None:
+def save_scores(
+    path: Path, ids: list[str], rows: list[np.ndarray], personal: list[np.ndarray] | None = None
+) -> None:
     """Per-token values as one flat float32 array with row offsets, keyed by example id in
-    ``example_ids.txt``."""
+    ``example_ids.txt``; with ``personal``, the tokens' ground-truth labels beside them (so metrics at any
+    threshold can be computed later from the stored scores)."""
     offsets = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
-    flat = np.concatenate(rows).astype(np.float32)
-    save_file({"scores": flat, "offsets": offsets}, str(path / "scores.safetensors"))
+    tensors = {"scores": np.concatenate(rows).astype(np.float32), "offsets": offsets}
+    if personal is not None:
+        tensors["personal"] = np.concatenate(personal).astype(np.uint8)
+    save_file(tensors, str(path / "scores.safetensors"))
     (path / "example_ids.txt").write_text("\n".join(ids) + "\n")
 
 
-def load_scores(path: Path) -> dict[str, np.ndarray]:
+def _rows(path: Path, name: str) -> dict[str, np.ndarray] | None:
     tensors = load_file(str(path / "scores.safetensors"))
+    if name not in tensors:
+        return None
     ids = (path / "example_ids.txt").read_text().split("\n")[:-1]
-    flat, offsets = tensors["scores"], tensors["offsets"]
+    flat, offsets = tensors[name], tensors["offsets"]
     return {i: flat[offsets[n] : offsets[n + 1]] for n, i in enumerate(ids)}
+
+
+def load_scores(path: Path) -> dict[str, np.ndarray]:
+    return _rows(path, "scores")
+
+
+def load_labels(path: Path) -> dict[str, np.ndarray] | None:
+    """The stored personal-token labels (bool), or None when the estimate has none."""
+    labels = _rows(path, "personal")
+    return None if labels is None else {k: v.astype(bool) for k, v in labels.items()}

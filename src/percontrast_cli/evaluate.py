@@ -1,5 +1,6 @@
-"""Evaluation: generation + ROUGE, teacher-forced accuracy and loss on personal vs other tokens, and the
-estimator's AUROC against the ground-truth personal spans."""
+"""Evaluation: generation + ROUGE/METEOR, persona recall / over-insertion / leakage and length of the
+generations (persona_metrics), teacher-forced accuracy and NLL on personal vs other tokens and on the whole
+reference, and the estimator's AUROC against the ground-truth personal spans."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from rich.table import Table
 from transformers import GenerationConfig
 
 from percontrast_cli.data.encode import IGNORE, pad_left
+from percontrast_cli.data.schema import Example
 from percontrast_cli.distributed import gather_by_position, my_batches
 from percontrast_cli.estimate import TokenRecord, classifier_metrics, length_batches
+from percontrast_cli.metrics import text_metrics, text_scores
+from percontrast_cli.persona_metrics import persona_metrics, score_generation, value_pool
 from percontrast_cli.progress import track
 
 
@@ -21,6 +25,10 @@ def token_metrics(records: list[TokenRecord], tau: float) -> dict[str, float]:
     correct = np.concatenate([r.correct for r in records]).astype(float)
     personal = np.concatenate([r.personal for r in records]).astype(bool)
     metrics = {"token_acc": correct.mean(), "token_loss": -logp.mean()}
+    # Held-out NLL of the whole reference: mean per-token NLL over every target token (the end-of-turn token
+    # included), pooled over the test targets. A proper scoring rule, unlike the argmax accuracies: it cannot
+    # be gained by tilting probability toward some tokens at the others' expense. (= token_loss, named.)
+    metrics["reference_nll"] = metrics["token_loss"]
     for name, mask in (("personal", personal), ("nonpersonal", ~personal)):
         if mask.any():
             metrics[f"{name}_token_acc"] = correct[mask].mean()
@@ -29,23 +37,55 @@ def token_metrics(records: list[TokenRecord], tau: float) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-def example_rows(ids: list[str], records: list[TokenRecord], rouge_l) -> list[dict]:
-    """Per test example, what the report's paired bootstrap resamples: hits and counts of personal and
-    non-personal target tokens, and ROUGE-L of the generation."""
+def token_rows(records: list[TokenRecord]) -> list[dict]:
+    """Per test example, the sums the report's bootstrap pools: hits, NLL and counts of personal and
+    non-personal target tokens, and of the whole reference."""
     rows = []
-    for example_id, record, score in zip(ids, records, rouge_l, strict=True):
+    for record in records:
         personal = record.personal.astype(bool)
+        nll = -record.logp.astype(float)
         rows.append(
             {
-                "id": example_id,
                 "personal_correct": int(record.correct[personal].sum()),
                 "personal_total": int(personal.sum()),
                 "nonpersonal_correct": int(record.correct[~personal].sum()),
                 "nonpersonal_total": int((~personal).sum()),
-                "rougeL": float(score),
+                "personal_nll": float(nll[personal].sum()),
+                "nonpersonal_nll": float(nll[~personal].sum()),
+                "target_nll": float(nll.sum()),
+                "target_tokens": len(nll),
             }
         )
     return rows
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def score_outputs(
+    examples: list[Example], predictions: list[str], records: list[TokenRecord], eval_cfg, wn, pool
+) -> tuple[list[dict], dict[str, float]]:
+    """Everything the eval derives from the generations and the scoring pass: the per-example rows
+    (per_example.jsonl, what the report resamples) and the text, length and persona metrics. ``pool``: the
+    examples whose users' persona values count as "another user's" for leakage (train and test)."""
+    references = [e.output for e in examples]
+    scores = text_scores(predictions, references, eval_cfg.rouge_stemmer, wn, with_meteor=eval_cfg.meteor)
+    metrics = text_metrics(predictions, references, with_meteor=eval_cfg.meteor, scores=scores)
+    values = value_pool(pool)
+    rows = []
+    for index, (example, prediction, tokens) in enumerate(
+        zip(examples, predictions, token_rows(records), strict=True)
+    ):
+        row = {"id": example.id, "user_id": example.user_id, **tokens}
+        row.update({name: float(per_example[index]) for name, per_example in scores.items()})
+        row["generated_words"], row["reference_words"] = words(prediction), words(example.output)
+        row.update(score_generation(example, prediction, values))
+        rows.append(row)
+    metrics["generated_words"] = float(np.mean([r["generated_words"] for r in rows]))
+    metrics["reference_words"] = float(np.mean([r["reference_words"] for r in rows]))
+    metrics.update(persona_metrics(rows))
+    return rows, metrics
 
 
 def prompt_ids(item: dict) -> list[int]:
@@ -120,7 +160,7 @@ def count_generated(new_tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tens
 
 
 def metrics_table(metrics: dict[str, float], title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title))  # the title on one line, not wrapped to the columns
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():

@@ -27,10 +27,14 @@ def install() -> None:
 
 
 def training_started(what: str, step: int, total: int, display=None) -> None:
-    # a resumed run starts at the step of the checkpoint it resumed from
     _training.update(what=what, step=step, total=total, saved=step)
     if display is not None:
         _live.append(display)
+
+
+def training_resumed(step: int) -> None:
+    """The step a run starts from (the Trainer loads a resumed run's state after on_train_begin)."""
+    _training.update(step=step, saved=step)
 
 
 def training_step(step: int) -> None:

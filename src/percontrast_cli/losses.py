@@ -19,8 +19,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from percontrast_cli.data.encode import IGNORE
 from percontrast_cli.errors import PercontrastError
+
+# Label value of positions without a loss (prompt, padding): F.cross_entropy's default ignore_index, the value
+# data.encode masks prompts with (tests/test_layers.py checks they agree).
+IGNORE = -100
 
 # weighting -> the signal it needs: "pir" (PerContrast scores), "reference" (a reference model's NLL),
 # "logits" (the training forward pass itself), or None (plain CE).
@@ -57,6 +60,20 @@ def is_weighted(loss_cfg) -> bool:
 def weight_signal(loss_cfg) -> str | None:
     """What the loss's weights are computed from (None for CE-equivalent settings)."""
     return WEIGHTINGS[loss_cfg.weighting] if is_weighted(loss_cfg) else None
+
+
+def weight_source(loss_cfg, refresh: str) -> str | None:
+    """Where a training run's token weights come from, decided here once for every stage: None (plain CE),
+    "online" (PerContrast re-estimated inside every step), "rounds" (PerContrast `estimate` artifacts,
+    re-estimated every steps/rounds steps), "reference" (a `reference` artifact's NLL, LossCE) or "logits"
+    (the training forward pass itself)."""
+    signal = weight_signal(loss_cfg)
+    return refresh if signal == "pir" else signal
+
+
+def reads_artifact(source: str | None) -> str | None:
+    """The artifact kind a weight source reads before training starts (None: nothing to compute first)."""
+    return {"rounds": "estimate", "reference": "reference"}.get(source)
 
 
 @dataclass

@@ -54,6 +54,17 @@ def rouge(predictions: list[str], references: list[str], stemmer: bool = False) 
     return {name: float(values.mean()) for name, values in scores.items()}
 
 
+def text_scores(
+    predictions: list[str], references: list[str], stemmer: bool = False, wn=None, with_meteor: bool = True
+) -> dict[str, np.ndarray]:
+    """Per-example ROUGE-1, ROUGE-L (and METEOR): what the eval's per-example rows keep for the report's
+    bootstrap, and what `text_metrics` averages."""
+    scores = rouge_scores(predictions, references, stemmer)
+    if with_meteor:
+        scores["meteor"] = meteor_scores(predictions, references, wn)
+    return scores
+
+
 def text_metrics(
     predictions: list[str],
     references: list[str],
@@ -63,20 +74,22 @@ def text_metrics(
     scores: dict | None = None,
 ) -> dict[str, float]:
     """ROUGE-1/L (and METEOR) over all examples, the same over the examples whose generation and target are
-    both non-empty (`*_drop_empty`: the official scorer's variant), and the number of empty generations.
-    ``scores``: the per-example ROUGE of these pairs when the caller already has them (`rouge_scores`)."""
-    scores = scores if scores is not None else rouge_scores(predictions, references, stemmer)
+    both non-empty strings (`*_drop_empty`: the official scorer's variant; a whitespace-only generation is
+    kept there), and the number of blank (empty or whitespace-only) generations.
+    ``scores``: the per-example scores of these pairs when the caller already has them (`text_scores`).
+    Every metric is a mean of per-example scores, so a subset's value is the mean of its examples' scores."""
+    scores = dict(scores) if scores is not None else rouge_scores(predictions, references, stemmer)
+    if with_meteor and "meteor" not in scores:
+        scores["meteor"] = meteor_scores(predictions, references, wn)
+    if not with_meteor:
+        scores.pop("meteor", None)
     metrics = {name: float(values.mean()) for name, values in scores.items()}
-    if with_meteor:
-        metrics["meteor"] = meteor(predictions, references, wn)
-    keep = np.array([bool(p.strip() and r.strip()) for p, r in zip(predictions, references, strict=True)])
+    # The official scorer drops a pair only when a string is empty: whitespace is kept (and scores 0).
+    keep = np.array([bool(p and r) for p, r in zip(predictions, references, strict=True)])
     metrics["empty_generations"] = float(sum(not p.strip() for p in predictions))
     if keep.any():
         for name, values in scores.items():
-            metrics[f"{name}_drop_empty"] = float(values[keep].mean())
-        if with_meteor:
-            kept = [(p, r) for p, r, k in zip(predictions, references, keep, strict=True) if k]
-            metrics["meteor_drop_empty"] = meteor([p for p, _ in kept], [r for _, r in kept], wn)
+            metrics[f"{name}_drop_empty"] = float(np.asarray(values)[keep].mean())
     return metrics
 
 
@@ -148,14 +161,21 @@ def word_tokens(text: str) -> list[str]:
     return [token for sentence in sentence_splitter()(text) for token in tokenizer.tokenize(sentence)]
 
 
-def meteor(predictions: list[str], references: list[str], wn=None) -> float:
-    """Mean METEOR as `evaluate`'s meteor computes it; `wn` is a reader from `wordnet()`."""
+def meteor_scores(predictions: list[str], references: list[str], wn=None) -> np.ndarray:
+    """Per-example METEOR as `evaluate`'s meteor computes it; `wn` is a reader from `wordnet()`."""
     from nltk.translate.meteor_score import single_meteor_score
 
     wn = wn or wordnet()
     pairs = zip(predictions, references, strict=True)
-    scores = [
-        single_meteor_score(word_tokens(ref), word_tokens(pred), wordnet=wn, **METEOR_PARAMS)
-        for pred, ref in pairs
-    ]
-    return float(np.mean(scores))
+    return np.array(
+        [
+            single_meteor_score(word_tokens(ref), word_tokens(pred), wordnet=wn, **METEOR_PARAMS)
+            for pred, ref in pairs
+        ],
+        dtype=float,
+    )
+
+
+def meteor(predictions: list[str], references: list[str], wn=None) -> float:
+    """Mean METEOR as `evaluate`'s meteor computes it; `wn` is a reader from `wordnet()`."""
+    return float(np.mean(meteor_scores(predictions, references, wn)))

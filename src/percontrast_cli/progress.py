@@ -1,5 +1,14 @@
 """Progress and messages: rich bars on a terminal, plain lines in logs and pipes, and everything also on the
-``percontrast`` logger, which Hydra's job log file records."""
+``percontrast`` logger, which Hydra's job log file records.
+
+Two streams, so ``percontrast ... > results.txt`` keeps the results apart from the chatter:
+
+- stdout (``show``): what a command produces for the reader: metrics tables, the artifacts table, the
+  report table, the sweep directory and the ``report`` command to run next;
+- stderr (``say``, ``warn``, progress lines and bars): what the run is doing, reused stages, warnings.
+
+Off a terminal nothing is wrapped: one message, one progress step, is one line of the log, and a table keeps
+its natural width (a terminal still gets rich's wrapping at its own width)."""
 
 from __future__ import annotations
 
@@ -8,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,23 +32,58 @@ from transformers import TrainerCallback
 from percontrast_cli import interrupts
 from percontrast_cli.distributed import is_main
 
-console = Console(stderr=True)
+# The width a console takes off a terminal: wide enough that no message or table is ever wrapped.
+UNWRAPPED = 10_000
+
+
+class _Stream(Console):
+    """A console as wide as it needs to be off a terminal (a log file or a pipe has no width to honour: rich
+    would otherwise wrap at 80 columns, and one message would become several log lines)."""
+
+    def _size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        return size if self.is_terminal else ConsoleDimensions(UNWRAPPED, size.height)
+
+    size = property(_size, Console.size.fset)
+
+
+console = _Stream(stderr=True)  # progress and diagnostics
+out = _Stream()  # results
 log = logging.getLogger("percontrast")
 T = TypeVar("T")
 
 
 def say(message) -> None:
-    """Print a message (rich markup or a renderable) and record its plain text in the job log (rank 0 only
-    in a multi-process run)."""
+    """Print a progress message (rich markup or a renderable) on stderr and record its plain text in the job
+    log (rank 0 only in a multi-process run)."""
+    _emit(console, message, logging.INFO)
+
+
+def show(message) -> None:
+    """Print a result (a table, a path, a command to run next) on stdout, and record it in the job log."""
+    _emit(out, message, logging.INFO)
+
+
+def warn(message: str, fix: str | None = None) -> None:
+    """A warning that cannot be missed: on stderr in bold, followed by its fix (on the same line: one message,
+    one line of the log), and at WARNING level in the job log."""
+    text = f"[bold red]warning:[/bold red] [bold]{message}[/bold]"
+    if fix:
+        text += f"; [bold red]fix:[/bold red] {fix}"
+    _emit(console, text, logging.WARNING)
+
+
+def _emit(stream: Console, message, level: int) -> None:
     if not is_main():
         return
-    console.print(message)
     if isinstance(message, str):
-        log.info(Text.from_markup(message).plain)
+        stream.print(message, soft_wrap=True)
+        log.log(level, Text.from_markup(message).plain)
     else:
-        plain = Console(width=250, record=True, file=_Discard())
+        stream.print(message)
+        plain = Console(width=UNWRAPPED, record=True, file=_Discard())
         plain.print(message)
-        log.info("\n" + plain.export_text())
+        log.log(level, "\n" + plain.export_text().rstrip())
 
 
 class _Discard:
@@ -68,7 +112,7 @@ def _plain(line: str) -> None:
         return
     log.info(line)
     if not console.is_terminal:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _progress() -> Progress:
@@ -106,7 +150,7 @@ class RichProgressCallback(TrainerCallback):
         self.progress: Progress | None = None
         self.task = None
         self.started = time.monotonic()
-        self.first_step = 0
+        self.first_step: int | None = None  # the step the run started (or resumed) from
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.progress = _progress()
@@ -117,8 +161,16 @@ class RichProgressCallback(TrainerCallback):
         interrupts.training_started(self.description, state.global_step, state.max_steps, self.progress)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.first_step == 0 and state.global_step:  # a resumed run: the ETA counts from here
-            self.first_step = state.global_step
+        # The Trainer loads a resumed run's state after on_train_begin: the first step tells.
+        if self.first_step is not None:
+            return
+        self.first_step = state.global_step  # a resumed run: the ETA counts from here
+        interrupts.training_resumed(state.global_step)  # ...and an interrupt now resumes from here again
+        if state.global_step:
+            say(
+                f"{self.description}: resuming from step {state.global_step} of {state.max_steps} "
+                "(the last Trainer checkpoint of an interrupted run)"
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.task, completed=state.global_step)
@@ -136,7 +188,8 @@ class RichProgressCallback(TrainerCallback):
             for key in ("loss", "personal_loss", "nonpersonal_loss", "weight_mean")
             if key in logs
         )
-        done, total = state.global_step - self.first_step, state.max_steps - self.first_step
+        first = self.first_step or 0
+        done, total = state.global_step - first, state.max_steps - first
         line = progress_line(self.description, done, total, self.started, info)
         _plain(line.replace(f": {done}/{total}", f": step {state.global_step}/{state.max_steps}", 1))
 
@@ -144,3 +197,19 @@ class RichProgressCallback(TrainerCallback):
         if self.progress is not None:
             self.progress.stop()
         interrupts.training_ended()
+        warn_if_weights_never_moved(self.description, state.log_history)
+
+
+def warn_if_weights_never_moved(description: str, history: list[dict]) -> None:
+    """A weighted loss whose every token weight sat at the lower clip bound all run long (PerCE on a model
+    that does not use the profile yet: every score below clip_min) trained as CE with its loss scaled by a
+    constant, which Adam's updates ignore: its numbers will equal CE's, and this says why."""
+    shares = [entry["weight_at_min"] for entry in history if "weight_at_min" in entry]
+    if shares and min(shares) >= 1.0:
+        warn(
+            f"{description}: every target token's weight sat at the lower clip bound (loss.clip_min) at "
+            "every logged step: the scores never rose above it, so this trained as CE with a constant factor "
+            "(under Adam: about the same updates as CE)",
+            fix="a model that uses the profile: a longer warm-up (train.warmup_steps) or a pretrained model "
+            "(model=smollm2); expected at experiment=miniature scale",
+        )

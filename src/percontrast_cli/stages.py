@@ -1,21 +1,27 @@
-"""The CLI stages, each a short recipe over the pipeline library."""
+"""The CLI stages, each a short recipe over the steps (percontrast_cli.steps)."""
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from hydra.core.hydra_config import HydraConfig
-from rich.console import Console
 from rich.table import Table
 
-from percontrast_cli import pipeline, report
-from percontrast_cli.artifacts import ArtifactStore
+from percontrast_cli import report
+from percontrast_cli.artifacts import Artifact, ArtifactStore
+from percontrast_cli.data.show import write_prompt
 from percontrast_cli.errors import PercontrastError
-from percontrast_cli.heatmap import html_heatmap, terminal_heatmap
-from percontrast_cli.progress import console, say
+from percontrast_cli.heatmap import clip_points, html_heatmap, scale_for, terminal_heatmap
+from percontrast_cli.progress import say, show
+from percontrast_cli.steps.context import Context
+from percontrast_cli.steps.evaluation import evaluate
+from percontrast_cli.steps.inherit import inherit
+from percontrast_cli.steps.models import base_model, load_model, named_checkpoint
+from percontrast_cli.steps.produce import job_dir, record
+from percontrast_cli.steps.scoring import estimate, given_estimate, scored_tokens
+from percontrast_cli.steps.task_data import load_task, retriever
+from percontrast_cli.steps.training import needs_estimate, starting_point, train_main
 from percontrast_cli.tracking import make_tracker
 from percontrast_cli.validation import validate_config
 
@@ -40,7 +46,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def run_dir() -> str:
-    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else "."
+    """The job's directory: Hydra's, or in a distributed worker the parent's (the tracker writes there)."""
+    return str(job_dir() or ".")
 
 
 @contextmanager
@@ -51,37 +58,40 @@ def context(cfg):
     tracker = make_tracker(cfg, run_dir())
     store = ArtifactStore(cfg.paths.artifacts)
     try:
-        yield pipeline.Context(cfg, store, pick_device(cfg.device), tracker)
+        yield Context(cfg, store, pick_device(cfg.device), tracker)
     finally:
         store.release_all()  # locks of artifacts a failed stage did not publish
         tracker.finish()  # one tracker run per (multirun) job
 
 
-def print_artifacts(artifacts) -> None:
+def print_artifacts(artifacts, tracker) -> None:
+    """The stage's artifacts: a table on stdout, and their metrics to the tracker (read from the manifests, so
+    reused stages log theirs too)."""
+    tracker.record_artifacts(artifacts)
     table = Table(title="artifacts")
     for column in ("kind", "id", "path"):
         table.add_column(column)
     for artifact in artifacts:
         table.add_row(artifact.kind, artifact.id, str(artifact.path))
-    say(table)
+    show(table)
 
 
 def stage_estimate(cfg):
     with context(cfg) as ctx:
-        data = pipeline.load_task(cfg)
-        start = pipeline.starting_point(ctx, data)
-        result = pipeline.estimate(ctx, start, data)
-        print_artifacts([start, result])
+        data = load_task(cfg)
+        start = starting_point(ctx, data)
+        result = estimate(ctx, start, data)
+        print_artifacts([start, result], ctx.tracker)
         return result
 
 
 def stage_train(cfg):
     with context(cfg) as ctx:
-        data = pipeline.load_task(cfg)
-        given = pipeline.given_estimate(ctx, data)
-        start = pipeline.starting_point(ctx, data)
-        result = pipeline.train_with_bootstrap(ctx, start, given, data)
-        print_artifacts([start, result])
+        data = load_task(cfg)
+        given = given_estimate(ctx, data)
+        start = starting_point(ctx, data)
+        result = train_main(ctx, start, given, data)
+        print_artifacts([start, result], ctx.tracker)
         return result
 
 
@@ -89,87 +99,103 @@ def stage_eval(cfg):
     with context(cfg) as ctx:
         if cfg.checkpoint is None:
             raise PercontrastError("eval needs checkpoint=<artifact id | path | latest>")
-        data = pipeline.load_task(cfg)
-        checkpoint = pipeline.named_checkpoint(ctx, cfg.checkpoint)
-        result = pipeline.evaluate(ctx, checkpoint, data)
-        print_artifacts([checkpoint, result])
-        record_job_artifacts({"checkpoint": checkpoint.id, "eval": result.id})
+        data = load_task(cfg)
+        checkpoint = named_checkpoint(ctx, cfg.checkpoint)
+        record("checkpoint", checkpoint.id)
+        result = evaluate(ctx, checkpoint, data)
+        print_artifacts([checkpoint, result], ctx.tracker)
         return result
 
 
 def stage_run(cfg):
-    """estimate -> train -> eval (with the base model and warm-up before them when needed)."""
+    """(base model -> warm-up ->) [estimate ->] train -> eval: the estimate only where training reads it."""
     with context(cfg) as ctx:
-        data = pipeline.load_task(cfg)
-        given = pipeline.given_estimate(ctx, data)
-        start = pipeline.starting_point(ctx, data)
-        first = given or pipeline.estimate(ctx, start, data)
-        trained = pipeline.train_with_bootstrap(ctx, start, first, data)
-        result = pipeline.evaluate(ctx, trained, data)
-        if cfg.tracker.name != "none":  # a heatmap of the first example, for the run's page
-            _, tokens = pipeline.scored_tokens(ctx, first, data, 0)
-            ctx.tracker.log_html("estimate/heatmap_example0", html_heatmap(tokens, f"estimate {first.id}"))
-        print_artifacts([start, first, trained, result])
-        ids = {"start": start.id, "estimate": first.id, "checkpoint": trained.id, "eval": result.id}
-        record_job_artifacts(ids)
+        data = load_task(cfg)
+        given = given_estimate(ctx, data)
+        start = starting_point(ctx, data)
+        first = given or (estimate(ctx, start, data) if needs_estimate(cfg) else None)
+        trained = train_main(ctx, start, first, data)
+        result = evaluate(ctx, trained, data)
+        if (
+            first is not None and cfg.tracker.name != "none"
+        ):  # a heatmap of the first example, for the run's page
+            _, tokens, prompt = scored_tokens(ctx, first, data, 0)
+            page = html_heatmap(tokens, f"estimate {first.id}", prompt=prompt, clip=clip_points(cfg.loss))
+            ctx.tracker.log_html("estimate/heatmap_example0", page)
+        print_artifacts([a for a in (start, first, trained, result) if a is not None], ctx.tracker)
         return result
 
 
-def record_job_artifacts(ids: dict[str, str]) -> None:
-    """The job's artifact ids in its Hydra dir: `report` finds a sweep's evals (and scripts its checkpoints)
-    from the sweep dir."""
-    if HydraConfig.initialized():
-        (Path(run_dir()) / report.JOB_ARTIFACTS).write_text(json.dumps(ids, indent=1))
+def inspected_estimate(ctx: Context, data) -> Artifact:
+    """`estimate=<ref>`; for `latest` before any estimate exists (online PerCE and CE runs compute none), the
+    latest checkpoint is scored now, once, and kept as an estimate artifact."""
+    if ctx.cfg.estimate == "latest" and ctx.store.latest("estimate") is None:
+        checkpoint = ctx.store.resolve("checkpoint", "latest")
+        say(f"no estimate yet: scoring the latest checkpoint, {checkpoint.id} (as `percontrast estimate`)")
+        return estimate(ctx, checkpoint, data)
+    return ctx.store.resolve("estimate", ctx.cfg.estimate)
+
+
+def prepare(stage: str, cfg, overrides: list[str]):
+    """Before a stage runs (and before any worker starts): a consumer takes its input's recorded settings.
+    `eval checkpoint=X` and `inspect estimate=X` run on X's task, data, prompt and lengths unless the command
+    line sets them (see steps.inherit); so does `inspect inspect.show=prompt checkpoint=X`."""
+    ref_key = {"eval": "checkpoint", "inspect": "estimate"}.get(stage)
+    if stage == "inspect" and cfg.inspect.show == "prompt" and cfg.estimate is None:
+        ref_key = "checkpoint"  # the prompts the checkpoint was trained on
+    if ref_key is None or cfg[ref_key] is None:
+        return cfg
+    store = ArtifactStore(cfg.paths.artifacts)
+    if ref_key == "checkpoint":
+        artifact = named_checkpoint(Context(cfg, store, torch.device("cpu"), None), cfg.checkpoint)
+    elif cfg.estimate == "latest" and store.latest("estimate") is None:
+        artifact = store.resolve("checkpoint", "latest")  # what inspected_estimate will score
+    else:
+        artifact = store.resolve("estimate", cfg.estimate)
+    return inherit(cfg, artifact, overrides)
 
 
 def stage_report(cfg):
     """A comparison table (terminal, Markdown, CSV) and plots over a set of eval artifacts."""
     with context(cfg) as ctx:
         refs = [cfg.report.evals] if isinstance(cfg.report.evals, str) else list(cfg.report.evals)
-        rows = [report.eval_row(ctx.store, e) for e in report.collect_evals(ctx.store, refs)]
-        keys = report.group_keys(rows)
-        summary = report.summarize(rows, keys)
-        out_dir = Path(cfg.report.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        table = report.write_tables(summary, keys, out_dir)
-        # A wide table: in logs and pipes (no terminal width to honour) print it unwrapped.
-        (console if console.is_terminal else Console(stderr=True, width=250)).print(table)
-        for metric in cfg.report.plot_metrics:
-            report.plot_metric_vs(summary, metric, "loss.alpha", out_dir / f"{metric}_vs_alpha.png")
-            if "train.lr" in keys:
-                lr_plot = out_dir / f"{metric}_vs_lr.png"
-                report.plot_metric_vs(summary, metric, "train.lr", lr_plot, log_x=True)
-            if {"train_task", "task.name"} <= set(keys):
-                report.plot_transfer_matrix(summary, metric, out_dir / f"{metric}_transfer_matrix.png")
-        report.plot_token_losses(summary, out_dir / "token_loss_curves.png")
-        say(f"report of {len(rows)} evals written to {out_dir}")
+        text, out_dir, count = report.make_report(ctx.store, refs, cfg.report)
+        print(text, flush=True)  # the result: stdout, plain and narrow (logs and pipes get it unwrapped)
+        say(f"report of {count} evals written to {out_dir}")
         return out_dir
 
 
 def stage_inspect(cfg):
-    """Terminal + HTML heatmap of one example's PerContrast scores."""
+    """Terminal + HTML heatmap of one example's PerContrast scores, or (inspect.show=prompt) its prompt."""
     with context(cfg) as ctx:
+        if cfg.inspect.show == "prompt":  # the prompt text the model is given: on stdout, nothing else
+            data = load_task(cfg)
+            model = named_checkpoint(ctx, cfg.checkpoint) if cfg.checkpoint else base_model(ctx, data)
+            _, tokenizer = load_model(ctx, model, with_model=False)
+            examples = data.train if cfg.inspect.split == "train" else data.test
+            return write_prompt(cfg, tokenizer, examples, retriever(cfg))
         if cfg.estimate is None:
             raise PercontrastError("inspect needs estimate=<artifact id | path | latest>")
-        artifact = ctx.store.resolve("estimate", cfg.estimate)
-        data = pipeline.load_task(cfg)
-        example, tokens = pipeline.scored_tokens(ctx, artifact, data, cfg.example)
+        data = load_task(cfg)
+        artifact = inspected_estimate(ctx, data)
+        example, tokens, prompt = scored_tokens(ctx, artifact, data, cfg.example)
+        clip = clip_points(cfg.loss)
         title = f"estimate {artifact.id}, example {cfg.example} ({example.id})"
-        console.print(f"[bold]{title}[/bold]  red: profile raises the token; underlined: personal spans")
-        console.print(terminal_heatmap(tokens))
+        show(f"[bold]{title}[/bold]  red: profile raises the token; underlined: personal spans")
+        show(terminal_heatmap(tokens, scale_for(clip)))
         top = Table(title=f"top {cfg.inspect.top_k} tokens")
         for column in ("token", "score", "personal"):
             top.add_column(column)
         for token in sorted(tokens, key=lambda t: t.score, reverse=True)[: cfg.inspect.top_k]:
             top.add_row(repr(token.text), f"{token.score:+.4f}", "yes" if token.personal else "")
-        console.print(top)
+        show(top)
         out = Path(
             cfg.inspect.out
             or Path(cfg.paths.root) / "inspect" / f"estimate-{artifact.id}-example-{cfg.example}.html"
         )
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(html_heatmap(tokens, title, cfg.inspect.top_k))
-        say(f"HTML heatmap: {out}")
+        out.write_text(html_heatmap(tokens, title, cfg.inspect.top_k, prompt, clip))
+        show(f"HTML heatmap: {out} (open it with #values to show every score)")
         return out
 
 

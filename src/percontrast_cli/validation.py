@@ -9,6 +9,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from percontrast_cli.data.prompts import COUNTERFACTUALS, STYLES
 from percontrast_cli.data.retrieval import BM25_TOKENS, METHODS
+from percontrast_cli.data.show import SHOW, SPLITS
 from percontrast_cli.data.sources import SUFFIXES
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.losses import NORMALIZATIONS, WEIGHTINGS
@@ -105,6 +106,8 @@ def validate_config(cfg) -> None:
     _choice(cfg.train.group_by_length, "train.group_by_length", (True, False))
     _choice(cfg.train.gradient_checkpointing, "train.gradient_checkpointing", (True, False))
     _choice(cfg.task.source, "task.source", ("synthetic", "longlamp"))
+    _choice(cfg.inspect.show, "inspect.show", SHOW)
+    _choice(cfg.inspect.split, "inspect.split", SPLITS)
     if cfg.data.path and not Path(cfg.data.path).exists():
         raise PercontrastError(f"data.path={cfg.data.path!r}: no such file or directory")
     if cfg.data.path and Path(cfg.data.path).is_file() and Path(cfg.data.path).suffix not in SUFFIXES:

@@ -31,6 +31,7 @@ class EncodedTarget:
     personal: list[bool]  # per target token: overlaps a ground-truth personal span (False when unknown)
     texts: list[str]  # per target token: its characters in the output (the end-of-sequence token's name last)
     cut: bool = False  # the output was longer than the budget and lost its end (no end token then)
+    needed: int = 0  # tokens the whole target takes, its end token included (more than len(ids) when cut)
 
 
 def render_prompt(tokenizer, prompt: str, chat: bool) -> str:
@@ -65,39 +66,57 @@ def encode_target(tokenizer, example: Example, max_tokens: int, chat: bool = Fal
     end = end_of_turn_id(tokenizer, chat)
     if len(ids) + 1 > max_tokens:
         # Cut: no end token, or the model would learn to stop mid-text.
-        return EncodedTarget(ids[:max_tokens], personal[:max_tokens], texts[:max_tokens], cut=True)
-    return EncodedTarget(ids + [end], personal + [False], texts + [tokenizer.decode([end])])
+        return EncodedTarget(ids[:max_tokens], personal[:max_tokens], texts[:max_tokens], True, len(ids) + 1)
+    texts.append(tokenizer.decode([end]))
+    return EncodedTarget(ids + [end], personal + [False], texts, needed=len(ids) + 1)
 
 
-def join(
+@dataclass(frozen=True)
+class FittedPrompt:
+    """A prompt as the model gets it."""
+
+    text: str  # the user turn: build_prompt's text with the items that fit (before the chat template)
+    ids: list[int]  # what the model reads: `text` in the chat template, cut from its start if still too long
+    cut_tokens: int = 0  # prompt tokens cut from the start (only when the prompt with no items does not fit)
+    items: int = 0  # profile items in it (fewer than given when some did not fit)
+    whole: int = 0  # tokens of the prompt with every given item: the room it would need to keep them all
+
+
+def fit_prompt(
     tokenizer,
     request: str,
     profile: list[str] | None,
-    target: EncodedTarget,
-    max_length: int,
+    room: int,
     chat: bool,
     fmt: PromptFormat = PLAIN,
-) -> dict[str, list[int]]:
-    """Prompt + target ids with labels on the target only.
-
-    Truncation policy: the target is kept whole (only a target that alone exceeds the budget is capped, in
-    encode_target). While prompt + target is too long, the least relevant profile item (the last one, as
-    retrieval ranks them) is dropped and the prompt rebuilt; if the prompt is still too long with no profile
-    items left, it loses tokens from its start, so the request at its end stays.
-    """
-    room = max(max_length - len(target.ids), 1)
-    profile = None if profile is None else list(profile)
+) -> FittedPrompt:
+    """The prompt in at most `room` tokens: while it is too long, the least relevant profile item (the last
+    one, as retrieval ranks them) is dropped and the prompt rebuilt; a profile cut away entirely leaves the
+    no-profile prompt (as k = 0 would). If that is still too long, it loses tokens from its start, so the
+    request at its end stays."""
+    items = None if profile is None else list(profile)
+    whole = None
     while True:
-        prompt = render_prompt(tokenizer, build_prompt(request, profile, fmt), chat)
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if len(prompt_ids) <= room or not profile:
+        text = build_prompt(request, items, fmt)
+        ids = tokenizer(render_prompt(tokenizer, text, chat), add_special_tokens=False)["input_ids"]
+        whole = len(ids) if whole is None else whole
+        if len(ids) <= room or not items:
             break
-        profile.pop()
-    prompt_ids = prompt_ids[-room:]
-    return {
-        "input_ids": prompt_ids + target.ids,
-        "labels": [IGNORE] * len(prompt_ids) + target.ids,
-    }
+        items.pop()
+        if not items:
+            items = None
+    return FittedPrompt(text, ids[-room:], max(len(ids) - room, 0), len(items or ()), whole)
+
+
+def prompt_room(target: EncodedTarget, max_length: int) -> int:
+    """The prompt's budget: the target is kept whole (only a target that alone exceeds the budget is capped,
+    in encode_target)."""
+    return max(max_length - len(target.ids), 1)
+
+
+def join(prompt: FittedPrompt, target: EncodedTarget) -> dict[str, list[int]]:
+    """Prompt + target ids with labels on the target only."""
+    return {"input_ids": prompt.ids + target.ids, "labels": [IGNORE] * len(prompt.ids) + target.ids}
 
 
 def encode_example(
@@ -114,15 +133,37 @@ def encode_example(
 ) -> dict:
     """One training/scoring item: the factual sequence and, if asked, the counterfactual one."""
     target = encode_target(tokenizer, example, max_length - MIN_PROMPT_TOKENS, chat)
+    room = prompt_room(target, max_length)
     profile = factual_profile(example, k, retriever)
-    item = join(tokenizer, example.input, profile, target, max_length, chat, fmt)
+    factual = fit_prompt(tokenizer, example.input, profile, room, chat, fmt)
+    item = join(factual, target)
     item["personal"] = target.personal
     item[CUT] = target.cut
+    # what was lost to max_length, for the checks of a whole encoded set (diagnostics.check_encoding)
+    item["profile_retrieved"], item["profile_items"] = len(profile or ()), factual.items
+    item["needed"] = factual.whole + max(target.needed, len(target.ids))
     if counterfactual is not None:
         cf_profile = counterfactual_profile(example, k, counterfactual, pool, retriever)
-        cf = join(tokenizer, example.input, cf_profile, target, max_length, chat, fmt)
+        cf = join(fit_prompt(tokenizer, example.input, cf_profile, room, chat, fmt), target)
         item["cf_input_ids"], item["cf_labels"] = cf["input_ids"], cf["labels"]
     return item
+
+
+def shown_prompt(
+    tokenizer,
+    example: Example,
+    *,
+    k: int,
+    max_length: int,
+    chat: bool = False,
+    fmt: PromptFormat = PLAIN,
+    retriever: Retriever | None = None,
+) -> FittedPrompt:
+    """The factual prompt `encode_example` gives the model for `example` (the same steps: its `ids` are the
+    item's prompt ids), for people to read (`percontrast inspect inspect.show=prompt`)."""
+    target = encode_target(tokenizer, example, max_length - MIN_PROMPT_TOKENS, chat)
+    profile = factual_profile(example, k, retriever)
+    return fit_prompt(tokenizer, example.input, profile, prompt_room(target, max_length), chat, fmt)
 
 
 def pad_left(rows: list[list], value) -> torch.Tensor:

@@ -1,18 +1,20 @@
 """Prompt building: the factual prompt (with the user's profile) and its counterfactuals.
 
-Two styles (``prompt.style``):
+`build_prompt` is the one place a prompt's text is made; `data.encode` calls it (after retrieval, dropping
+items to fit the length budget) and puts its result in the chat template. Two styles (``prompt.style``):
 
-- ``longlamp``, LongLaMP's official construction: each retrieved item as the task's sentence template
-  (``task.longlamp_item``), the sentences joined with ``", and "``, then the task's connector
-  (``task.longlamp_connector``) and the row's ``input``;
+- ``longlamp``, LongLaMP's official construction (byte for byte, docs/longlamp.md): each retrieved item as
+  the task's sentence template (``task.longlamp_item``), the sentences joined with ``", and "``, then the
+  task's connector (``task.longlamp_connector``) and the row's ``input``; with no profile (k = 0) the bare
+  ``input``, as the official code gives without ``--use_profile``;
 - ``plain``, this project's layout: ``User profile:`` with one ``- item`` line each, then ``Request: <input>``
   and ``Response:``.
 
 The counterfactual is the causal intervention of PerContrast: the same request and target, with the profile
-removed (``drop``: the prompt built from no items, identical to the k=0 prompt; in the longlamp style that is
-the connector and the input alone), left as an empty slot (``empty``: the plain style's empty ``User
-profile:`` section; the longlamp style has no slot, so it equals ``drop``), or replaced by another user's
-items retrieved for this request (``other_user``).
+removed (``drop``: the prompt built with no profile, identical to the k = 0 prompt), left as an empty slot
+(``empty``: the plain style's empty ``User profile:`` section; in the longlamp style the official prompt with
+zero items, i.e. the connector and the input), or replaced by another user's items retrieved for this request
+(``other_user``).
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ PLAIN = PromptFormat()
 
 
 def build_prompt(request: str, profile: list[str] | None, fmt: PromptFormat = PLAIN) -> str:
-    """``profile=None`` leaves the profile out entirely; ``[]`` keeps an empty slot (plain style)."""
+    """``profile=None`` leaves the profile out entirely; ``[]`` keeps an empty slot (the plain style's empty
+    section; the longlamp style's connector with no items before it)."""
     if fmt.style == "longlamp":
-        return ", and ".join(profile or []) + fmt.connector + request
+        if profile is None:
+            return request
+        return ", and ".join(profile) + fmt.connector + request
     head = ""
     if profile is not None:
         head = "User profile:\n" + "".join(f"- {doc}\n" for doc in profile) + "\n"
@@ -65,10 +70,6 @@ def factual_profile(example: Example, k: int, retriever: Retriever | None = None
     return select_profile(example, k, retriever) if k > 0 else None
 
 
-def factual_prompt(example: Example, k: int, fmt: PromptFormat = PLAIN, retriever=None) -> str:
-    return build_prompt(example.input, factual_profile(example, k, retriever), fmt)
-
-
 def counterfactual_profile(
     example: Example, k: int, mode: str, others: list[Example], retriever: Retriever | None = None
 ) -> list[str] | None:
@@ -81,12 +82,6 @@ def counterfactual_profile(
     if mode == "other_user":
         return select_profile(other_user_example(example, others), k, retriever, request=example)
     raise PercontrastError(f"estimator.counterfactual={mode!r} is not one of {', '.join(COUNTERFACTUALS)}")
-
-
-def counterfactual_prompt(
-    example: Example, k: int, mode: str, others: list[Example], fmt: PromptFormat = PLAIN, retriever=None
-) -> str:
-    return build_prompt(example.input, counterfactual_profile(example, k, mode, others, retriever), fmt)
 
 
 def other_user_example(example: Example, pool: list[Example]) -> Example:

@@ -1,7 +1,11 @@
 """Profile retrieval: which k profile items a prompt shows, most relevant first.
 
-- ``bm25``: rank-bm25's BM25Okapi. ``tokens=whitespace`` is LongLaMP's official setting (split on spaces,
-  case kept); ``tokens=words`` lowercases and keeps word characters (this project's synthetic tasks).
+- ``bm25``: rank-bm25's BM25Okapi. ``tokens=whitespace`` is LongLaMP's official retrieval exactly: split on
+  spaces, case kept, ranked by rank-bm25's own ``get_top_n`` as the official code calls it
+  (``np.argsort(scores)[::-1]``: among equal scores the *later* profile item comes first; all-zero scores are
+  common on abstracts, whose lowercased texts rarely match the cased query). ``tokens=words`` is this
+  project's setting for its generated tasks: lowercased word characters, equal scores in profile order (kept
+  so that those tasks' prompts, and the results measured on them, stay as they were).
 - ``recency``: the newest k items, newest first (profiles are stored oldest first).
 - ``random``: k items drawn with a seed fixed by the example, so every run shows the same ones.
 - ``contriever``: a dense retriever (``facebook/contriever`` or a local copy): mean-pooled token embeddings,
@@ -30,11 +34,17 @@ def tokens(text: str, how: str) -> list[str]:
 
 @lru_cache(maxsize=65536)
 def bm25_order(query: str, documents: tuple[str, ...], how: str) -> tuple[int, ...]:
-    """Indices of `documents`, highest BM25 score first (ties keep the profile's order)."""
+    """Indices of `documents`, highest BM25 score first; ties as the module docstring says."""
+    official = how == "whitespace"
     corpus = [tokens(d, how) for d in documents]
-    if not any(corpus):
-        return tuple(range(len(documents)))
-    scores = BM25Okapi(corpus).get_scores(tokens(query, how))
+    if not any(corpus):  # BM25Okapi cannot index a corpus without a word (all items would tie anyway)
+        order = range(len(documents))
+        return tuple(reversed(order)) if official else tuple(order)
+    bm25 = BM25Okapi(corpus)
+    if official:  # the library's ranking itself, over the items' positions
+        positions = list(range(len(documents)))
+        return tuple(bm25.get_top_n(tokens(query, how), positions, n=len(documents)))
+    scores = bm25.get_scores(tokens(query, how))
     return tuple(sorted(range(len(documents)), key=lambda i: -scores[i]))
 
 
@@ -110,8 +120,3 @@ class Retriever:
     def top_k(self, query: str, documents: tuple[str, ...], k: int, seed_key: str = "") -> list[int]:
         """Indices of the k items to show, most relevant first."""
         return list(self.order(query, documents, seed_key)[:k]) if k > 0 else []
-
-
-def top_k(query: str, documents: tuple[str, ...], k: int) -> tuple[str, ...]:
-    """BM25 top-k over lowercased word tokens (the synthetic tasks' setting): the items themselves."""
-    return tuple(documents[i] for i in Retriever().top_k(query, documents, k))

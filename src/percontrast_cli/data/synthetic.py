@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
-from percontrast_cli.data.schema import Example
+from percontrast_cli.data.schema import Example, template_fields
 
 PERSONA_VALUES: dict[str, list[str]] = {
     "name": [
@@ -145,6 +147,43 @@ def render(template: str, persona: dict[str, str]) -> tuple[str, list[tuple[int,
     return "".join(text), spans
 
 
+@dataclass(frozen=True)
+class User:
+    id: str
+    split: str  # train | test
+    persona: dict[str, str]
+    profile: tuple[str, ...]
+
+
+def examples_for(
+    users: Iterable[User], examples_per_user: int, target: Callable[[], tuple[str, str]]
+) -> dict[str, list[Example]]:
+    """The one example loop of the generated tasks: for each user in turn, `examples_per_user` targets, each a
+    (request, template) from `target()` rendered with the user's persona. `users` may be lazy and draw from
+    the same random stream as `target` (the synthetic family does): the draws then interleave as they come."""
+    splits: dict[str, list[Example]] = {"train": [], "test": []}
+    for user in users:
+        for k in range(examples_per_user):
+            request, template = target()
+            output, spans = render(template, user.persona)
+            # Ground truth of the generation-level persona metrics: the user's values and the fields this
+            # reference writes (a slot with an empty value, e.g. no emoji, writes nothing).
+            used = {name for name in template_fields(template) if user.persona[name]}
+            splits[user.split].append(
+                Example(
+                    id=f"{user.id}-{k}",
+                    user_id=user.id,
+                    input=request,
+                    output=output,
+                    profile=user.profile,
+                    personal_spans=tuple(s for s in spans if s[1] > s[0]),  # an empty value: no span
+                    persona=tuple(user.persona.items()),
+                    persona_fields=tuple(name for name in user.persona if name in used),
+                )
+            )
+    return splits
+
+
 def generate(
     task: str,
     n_train_users: int,
@@ -158,24 +197,17 @@ def generate(
     request, templates = TASKS[task]
     rng = random.Random(f"{task}-{seed}")
     topics = sorted(templates)
-    splits: dict[str, list[Example]] = {"train": [], "test": []}
-    for u in range(n_train_users + n_test_users):
-        split = "train" if u < n_train_users else "test"
-        user_id = f"{split}-user{u:04d}"
-        persona = {attr: rng.choice(values) for attr, values in PERSONA_VALUES.items()}
-        profile_docs = [render(t, persona)[0] for t in PROFILE_TEMPLATES]
-        rng.shuffle(profile_docs)
-        for k in range(examples_per_user):
-            topic = rng.choice(topics)
-            output, spans = render(templates[topic], persona)
-            splits[split].append(
-                Example(
-                    id=f"{user_id}-{k}",
-                    user_id=user_id,
-                    input=request.format(topic=topic),
-                    output=output,
-                    profile=tuple(profile_docs),
-                    personal_spans=tuple(spans),
-                )
-            )
-    return splits
+
+    def users() -> Iterator[User]:  # drawn one at a time, between that user's targets (one random stream)
+        for u in range(n_train_users + n_test_users):
+            split = "train" if u < n_train_users else "test"
+            persona = {attr: rng.choice(values) for attr, values in PERSONA_VALUES.items()}
+            profile_docs = [render(t, persona)[0] for t in PROFILE_TEMPLATES]
+            rng.shuffle(profile_docs)
+            yield User(f"{split}-user{u:04d}", split, persona, tuple(profile_docs))
+
+    def target() -> tuple[str, str]:
+        topic = rng.choice(topics)
+        return request.format(topic=topic), templates[topic]
+
+    return examples_for(users(), examples_per_user, target)

@@ -1,0 +1,80 @@
+"""Evaluation: teacher-forced token metrics and generation metrics of a checkpoint on the test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from percontrast_cli.artifacts import Artifact
+from percontrast_cli.data.encode import end_of_turn_id
+from percontrast_cli.data.schema import dataset_fingerprint
+from percontrast_cli.estimate import teacher_forced_pass
+from percontrast_cli.evaluate import generate, metrics_table, score_outputs, token_metrics
+from percontrast_cli.identity import eval_identity
+from percontrast_cli.metrics import wordnet
+from percontrast_cli.progress import show
+from percontrast_cli.steps.context import Context
+from percontrast_cli.steps.models import load_model
+from percontrast_cli.steps.produce import produce
+from percontrast_cli.steps.task_data import TaskData, encode_items
+
+
+def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
+    cfg = ctx.cfg
+    test = data.test if cfg.eval.limit is None else data.test[: cfg.eval.limit]
+    identity = evaluation_identity(ctx, checkpoint, test)
+
+    def build(tmp: Path, manifest: dict) -> None:
+        wn = wordnet(cfg.paths.cache) if cfg.eval.meteor else None  # fails before generating without WordNet
+        model, tokenizer = load_model(ctx, checkpoint)
+        model.to(ctx.device)
+        torch.manual_seed(cfg.seed)
+        items = encode_items(tokenizer, test, cfg, with_counterfactual=True)
+        records = teacher_forced_pass(
+            model, tokenizer.pad_token_id, items, cfg.eval.batch_size, ctx.device, "score"
+        )
+        metrics = token_metrics(records, cfg.estimator.tau)
+        # Generation starts from the same (truncated) prompt ids that scoring used, and stops where the model
+        # was trained to stop.
+        stop_ids = sorted({end_of_turn_id(tokenizer, cfg.model.chat_template), tokenizer.eos_token_id})
+        predictions, throughput = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
+        metrics.update(throughput)
+        rows, scores = score_outputs(test, predictions, records, cfg.eval, wn, pool=data.train + data.test)
+        metrics.update(scores)
+        manifest["metrics"] = metrics
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_jsonl(tmp / "per_example.jsonl", rows)
+        write_jsonl(
+            tmp / "predictions.jsonl",
+            [
+                {"id": e.id, "prediction": p, "reference": e.output}
+                for e, p in zip(test, predictions, strict=True)
+            ],
+        )
+
+    # A checkpoint trained on one task can be evaluated on another (cross-task transfer): both are recorded.
+    extra = {
+        "run_config": OmegaConf.to_container(cfg, resolve=True),
+        "tasks": {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name},
+    }
+    result = produce(ctx, identity, build, role="eval", done="evaluated", extra=extra)
+    metrics = result.manifest["metrics"]
+    ctx.tracker.summary({f"eval/{k}": v for k, v in metrics.items()})
+    show(metrics_table(metrics, f"eval {result.id} (checkpoint {checkpoint.id})"))
+    return result
+
+
+def evaluation_identity(ctx: Context, checkpoint: Artifact, test: list):
+    """The identity of the eval `evaluate` makes of `checkpoint` on these test examples."""
+    return eval_identity(
+        ctx.cfg, precision=ctx.precision, checkpoint=checkpoint.id, data_fp=dataset_fingerprint(test)
+    )
+
+
+def write_jsonl(path: Path, rows) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")

@@ -1,0 +1,80 @@
+"""The one stage-artifact helper: identity -> lock/claim -> find or compute -> publish -> job record.
+
+Every step that makes an artifact goes through `produce`, so each holds only its computation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from percontrast_cli.artifacts import JOB_ARTIFACTS, Artifact
+from percontrast_cli.distributed import is_main
+from percontrast_cli.identity import Identity
+from percontrast_cli.progress import say
+
+# A worker process of a multi-process run has no Hydra; its launcher names the job directory here.
+JOB_DIR_ENV = "PERCONTRAST_JOB_DIR"
+
+# build(tmp_dir, manifest) writes the payload into tmp_dir, may add manifest entries, and returns a note
+# for the "built" line (or None).
+Build = Callable[[Path, dict], str | None]
+
+
+def job_dir() -> Path | None:
+    """The job's own directory (Hydra's output dir, or the launcher's for a worker); None outside a job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(os.environ[JOB_DIR_ENV]) if os.environ.get(JOB_DIR_ENV) else None
+
+
+def record(role: str, artifact_id: str) -> None:
+    """Add `role: id` to the job's artifacts.json (written as each artifact is ready, so a failed job still
+    names what it finished): `report` finds a sweep's evals, and scripts its checkpoints, in the sweep."""
+    directory = job_dir()
+    if directory is None or not is_main():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / JOB_ARTIFACTS
+    ids = json.loads(path.read_text()) if path.is_file() else {}
+    ids[role] = artifact_id
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ids, indent=1))
+    tmp.replace(path)
+
+
+def produce(
+    ctx,
+    identity: Identity,
+    build: Build,
+    *,
+    role: str | None = None,
+    done: str = "built",
+    extra: dict | None = None,
+) -> Artifact:
+    """The artifact `identity` names: reused when it exists (another process building it is waited for),
+    otherwise built by `build` into a temp dir and published atomically. ``extra``: manifest entries that
+    are recorded but are not part of the id."""
+    kind, artifact_id = identity.kind, identity.id
+    found = ctx.store.claim(kind, artifact_id)
+    if found is not None:
+        say(f"[dim]skip[/dim] {kind} {artifact_id} exists ({found.path})")
+    else:
+        # a copy: `build` may add inputs to the manifest (e.g. the tokenizer) without changing the identity
+        inputs = dict(identity.inputs)
+        with ctx.store.create(
+            kind, artifact_id, identity.config, inputs, code=identity.code, **(extra or {})
+        ) as (
+            tmp,
+            manifest,
+        ):
+            note = build(tmp, manifest)
+        say(f"[green]{done}[/green] {kind} {artifact_id}{note or ''}")
+        found = ctx.store.find(kind, artifact_id)
+    if role is not None:
+        record(role, artifact_id)
+    return found

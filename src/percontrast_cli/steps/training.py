@@ -1,0 +1,153 @@
+"""Training steps: the plain-CE warm-up of a model built from scratch, and the main training run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from percontrast_cli.artifacts import Artifact
+from percontrast_cli.distributed import backend, is_main, rank_and_world
+from percontrast_cli.identity import checkpoint_identity
+from percontrast_cli.losses import CE, reads_artifact, weight_source
+from percontrast_cli.modeling.lora import save_trained, wrap_lora
+from percontrast_cli.steps.context import Context
+from percontrast_cli.steps.models import load_model, named_checkpoint
+from percontrast_cli.steps.produce import produce
+from percontrast_cli.steps.scoring import estimate, reference_nll, round_estimate, score_table
+from percontrast_cli.steps.task_data import TaskData, encode_items
+from percontrast_cli.train import RoundsRefresh, fit, total_steps
+
+
+def train_checkpoint(
+    ctx: Context,
+    start: Artifact,
+    data: TaskData,
+    loss_cfg,
+    steps: int,
+    tag: str,
+    scores: Artifact | None = None,
+    role: str = "checkpoint",
+) -> Artifact:
+    """Train from `start` and publish a `checkpoint` artifact (skipped when it already exists).
+
+    ``scores``: the estimate (refresh=rounds: the first round's) or reference artifact whose per-token values
+    the weighting reads; without it a PerContrast weighting re-estimates inside every step."""
+    cfg = ctx.cfg
+    source = weight_source(loss_cfg, cfg.estimator.refresh)
+    identity = training_identity(ctx, start, data, loss_cfg, steps, scores)
+    work_dir = ctx.store.root / ".work" / f"checkpoint-{identity.id}"
+
+    def build(tmp: Path, manifest: dict) -> str:
+        model, tokenizer, history = run_training(
+            ctx, identity.id, start, data, loss_cfg, source, steps, tag, scores, work_dir
+        )
+        if is_main():  # fit gathered the trained model (sharded or not) onto rank 0; it writes
+            save_trained(model, tokenizer, tmp)
+            (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
+        return f" ({tag})"
+
+    # recorded, not part of the id (the data and the settings that matter are)
+    extra = {"tag": tag, "train_task": cfg.task.name, "run_config": OmegaConf.to_container(cfg, resolve=True)}
+    artifact = produce(ctx, identity, build, role=role, done="trained", extra=extra)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return artifact
+
+
+def training_identity(ctx: Context, start: Artifact, data: TaskData, loss_cfg, steps: int, scores=None):
+    """The identity of the checkpoint `train_checkpoint` makes from these inputs."""
+    source = weight_source(loss_cfg, ctx.cfg.estimator.refresh)
+    return checkpoint_identity(
+        ctx.cfg,
+        # every CE-equivalent setting (loss=ce, any alpha; alpha 0, any weighting) trains one checkpoint
+        loss=OmegaConf.to_container(loss_cfg if source else CE, resolve=True),
+        source=source,
+        steps=steps,
+        precision=ctx.precision,
+        start=start.id,
+        data_fp=data.train_fp,
+        tokenizer_fp=start.inputs["tokenizer"],
+        scores=(scores.kind, scores.id) if scores is not None else None,
+    )
+
+
+def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag, scores, work_dir):
+    """Load the start, wrap it (LoRA), encode the training set and fit; returns model, tokenizer, log."""
+    cfg = ctx.cfg
+    model, tokenizer = load_model(ctx, start, training=True)
+    if cfg.train.peft == "lora":
+        model = wrap_lora(model, cfg.train.lora)
+    rounds = cfg.estimator.rounds if source == "rounds" else 1
+    items = encode_items(tokenizer, data.train, cfg, with_counterfactual=source == "online" or rounds > 1)
+    table = score_table(scores, data, start.inputs["tokenizer"]) if scores is not None else None
+    callbacks = ()
+    if rounds > 1:
+        boundaries = [r * steps // rounds for r in range(1, rounds)]
+
+        def rescore(step: int, current_model):
+            return round_estimate(
+                ctx, start, run_id, step, data, items, current_model, tokenizer.pad_token_id
+            ).values
+
+        callbacks = (RoundsRefresh(table, boundaries, rescore),)
+    trained = fit(
+        model,
+        tokenizer,
+        items,
+        train_cfg=cfg.train,
+        loss_cfg=loss_cfg,
+        online_refresh=source == "online",
+        steps=steps,
+        seed=cfg.seed,
+        work_dir=work_dir,
+        device=ctx.device.type,
+        bf16=ctx.precision == "bfloat16",
+        ddp_backend=backend(cfg) if rank_and_world()[1] > 1 else None,
+        tracker=ctx.tracker,
+        description=f"train {tag}",
+        score_table=table,
+        extra_callbacks=callbacks,
+    )
+    return trained.model, tokenizer, trained.history  # the model: rank 0's complete copy (None elsewhere)
+
+
+def warmup(ctx: Context, base: Artifact, data: TaskData) -> Artifact:
+    """Models trained from scratch get a plain-CE warm-up, shared by every loss and alpha of a sweep."""
+    if not ctx.cfg.model.from_scratch or ctx.cfg.train.warmup_steps == 0:
+        return base
+    if ctx.cfg.train.warmup_lr is not None:  # one warm-up for a whole learning-rate sweep
+        cfg = ctx.cfg.copy()
+        cfg.train.lr, cfg.train.warmup_lr = cfg.train.warmup_lr, None
+        ctx = dataclasses.replace(ctx, cfg=cfg)
+    return train_checkpoint(ctx, base, data, CE, ctx.cfg.train.warmup_steps, tag="warmup", role="start")
+
+
+def starting_point(ctx: Context, data: TaskData) -> Artifact:
+    from percontrast_cli.steps.models import base_model
+
+    if ctx.cfg.checkpoint is not None:
+        return named_checkpoint(ctx, ctx.cfg.checkpoint)
+    return warmup(ctx, base_model(ctx, data), data)
+
+
+def needs_estimate(cfg) -> bool:
+    """Whether the main training reads an estimate artifact (only refresh=rounds PerContrast weightings)."""
+    return reads_artifact(weight_source(cfg.loss, cfg.estimator.refresh)) == "estimate"
+
+
+def train_main(ctx: Context, start: Artifact, first_estimate: Artifact | None, data: TaskData) -> Artifact:
+    """Main training. PerCE re-estimates its weights every step (online) or every steps/N steps of the same
+    run (rounds, starting from `first_estimate`); LossCE reads the start checkpoint's NLL; the other
+    weightings read the training pass itself."""
+    cfg = ctx.cfg
+    source = weight_source(cfg.loss, cfg.estimator.refresh)
+    scores = None
+    if reads_artifact(source) == "estimate":
+        scores = first_estimate or estimate(ctx, start, data)
+    elif reads_artifact(source) == "reference":
+        scores = reference_nll(ctx, start, data)
+    tag = f"{cfg.loss.name}-rounds" if source == "rounds" else cfg.loss.name
+    return train_checkpoint(ctx, start, data, cfg.loss, total_steps(cfg.train, len(data.train)), tag, scores)

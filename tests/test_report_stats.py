@@ -1,0 +1,128 @@
+"""The report's statistics (issue 19): the paired difference's interval resamples users (all of a user's
+targets together) and seeds; report.csv holds numbers in separate columns; report.md says what it shows."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from percontrast_cli import report
+
+
+def eval_row(seed, loss, scores, users=None):
+    """An eval as the report sees it: per-example ROUGE-L and persona counts (recalled of 2 fields)."""
+    examples = {}
+    for i, score in enumerate(scores):
+        row = {"id": f"x{i}", "rougeL": float(score)}
+        row.update(
+            persona_present=["name", "town"], persona_recalled=["name", "town"][: int(score > 0.5) + 1]
+        )
+        if users is not None:
+            row["user_id"] = users[i]
+        examples[f"x{i}"] = row
+    metrics = {"rougeL": float(np.mean(scores))}
+    return {"options": {"seed": seed, "loss": loss}, "examples": examples, "metrics": metrics, "history": []}
+
+
+def test_the_interval_resamples_users_with_all_of_their_targets():
+    rng = np.random.default_rng(0)
+    n_users = 40
+    effect = np.repeat(rng.choice([-0.2, 0.2], n_users), 2)  # two targets per user, the same gap on both
+    base = rng.uniform(0.3, 0.5, n_users * 2)
+    users = [f"u{i // 2}" for i in range(n_users * 2)]
+    by_user = report.paired_difference(
+        [eval_row(0, "perce", base + effect, users)], [eval_row(0, "ce", base, users)], "rougeL"
+    )
+    by_example = report.paired_difference(
+        [eval_row(0, "perce", base + effect)], [eval_row(0, "ce", base)], "rougeL"
+    )
+    assert by_user["level"] == "users" and by_user["users"] == n_users and by_user["n"] == 2 * n_users
+    assert by_example["level"] == "examples" and by_example["users"] is None
+    assert by_user["diff"] == pytest.approx(by_example["diff"]) == pytest.approx(effect.mean())
+    # 40 independent users, not 80 independent targets: the interval is about sqrt(2) wider
+    width = (by_user["high"] - by_user["low"]) / (by_example["high"] - by_example["low"])
+    assert 1.25 < width < 1.6, width
+
+
+def test_a_bootstrap_draw_takes_whole_users_and_whole_seeds():
+    # 2 users x 2 targets; the method gains 1 on both of user a's targets, 0 on user b's: a draw of whole
+    # users can only give a mean gain of 0, 1/2 or 1 (resampled targets would also give 1/4 and 3/4)
+    per_user = np.zeros((1, 2, 2, 2))
+    per_user[0, 0, 0] = [2.0, 0.0]  # method: numerator sums of users a, b
+    per_user[:, :, 1] = 2.0  # two targets each
+    draws = report.hierarchical_bootstrap(per_user)
+    assert set(np.round(draws, 6)) == {0.0, 0.5, 1.0}
+    # two seeds, gain 1 in one and 0 in the other, no spread between users: resampling the seeds spans both
+    per_seed = np.zeros((2, 2, 2, 3))
+    per_seed[0, 0, 0] = 1.0
+    per_seed[:, :, 1] = 1.0
+    draws = report.hierarchical_bootstrap(per_seed)
+    assert set(np.round(draws, 6)) == {0.0, 0.5, 1.0}
+    rows = [eval_row(s, "perce", [0.9] * 3 if s == 0 else [0.4] * 3, ["a", "b", "c"]) for s in (0, 1)]
+    found = report.paired_difference(
+        rows, [eval_row(s, "ce", [0.4] * 3, ["a", "b", "c"]) for s in (0, 1)], "rougeL"
+    )
+    assert found["diff"] == pytest.approx(0.25)
+    assert found["low"] == pytest.approx(0, abs=1e-9) and found["high"] == pytest.approx(0.5)
+
+
+def test_persona_rates_are_pooled_over_the_drawn_users_fields():
+    rows = [eval_row(0, "perce", [0.9, 0.1, 0.9], ["a", "a", "b"])]  # recalled 2, 1, 2 of 2 fields
+    base = [eval_row(0, "ce", [0.1, 0.1, 0.1], ["a", "a", "b"])]  # 1 of 2 each
+    found = report.paired_difference(rows, base, "persona_recall")
+    assert found["diff"] == pytest.approx(5 / 6 - 1 / 2)
+    assert report.paired_difference(rows, base, "persona_recall_town")["diff"] == pytest.approx(2 / 3)
+    assert report.paired_difference(rows, base, "estimator_auroc") is None  # no per-example rows
+
+
+def test_report_csv_is_numeric_and_markdown_has_title_source_sizes_and_legend(tmp_path):
+    users = ["a", "a", "b", "b"]
+    rows = [eval_row(s, "ce", [0.2, 0.4, 0.3, 0.5], users) for s in (0, 1)]
+    rows += [eval_row(s, "perce", [0.6, 0.7, 0.5, 0.9], users) for s in (0, 1)]
+    keys = report.group_keys(rows)
+    summary = report.summarize(rows, keys)
+    text = report.write_tables(summary, keys, tmp_path, ["outputs/hydra/claims_x"], None)
+    table = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert [r["label"] for r in table] == ["loss=ce", "loss=perce"]
+    ce, perce = table
+    assert float(ce["rougeL_mean"]) == pytest.approx(0.35) and float(ce["rougeL_std"]) == 0.0
+    assert ce["rougeL_n"] == "2" and ce["n_users"] == "2" and ce["n_examples"] == "4"
+    assert ce["ci_resampled"] == "" and perce["ci_resampled"] == "seeds, then users"
+    assert ce["rougeL_delta"] == "" and ce["rougeL_gain"] == ""
+    assert float(perce["rougeL_delta"]) == pytest.approx(0.325)
+    assert float(perce["rougeL_gain"]) == pytest.approx(0.675 / 0.35 - 1)
+    assert float(perce["rougeL_ci_low"]) <= float(perce["rougeL_delta"]) <= float(perce["rougeL_ci_high"])
+    for row in table:  # every metric cell is a number or empty: no "0.0139 ± 0.0196" text
+        for key, value in row.items():
+            if key.endswith(("_mean", "_std", "_n", "_gain", "_delta", "_ci_low", "_ci_high")) and value:
+                float(value)
+    page = (tmp_path / "report.md").read_text()
+    assert page.startswith("# Report: claims_x\n") and "Source: `outputs/hydra/claims_x`" in page
+    assert "4 evals in 2 groups (swept: loss); test set: 4 targets from 2 users; seeds 0,1" in page
+    assert "## Legend" in page and "**gain**" in page and "**Δ**" in page and "**\\***" in page
+    assert "resampled: seeds, then users" in page
+    assert "| loss=perce | +0.3250 [" in page
+    # the console text: narrow, rows labelled with the swept settings
+    assert max(len(line) for line in text.splitlines()) <= 110
+    assert "  loss=perce  " in text and "Δ +0.3250 [" in text
+
+
+def test_claims_tables_condense_the_numeric_csv(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "claims_tables.py"
+    spec = importlib.util.spec_from_file_location("claims_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    users = ["a", "a", "b", "b"]
+    rows = [eval_row(s, "ce", [0.2, 0.4, 0.3, 0.5], users) for s in (0, 1)]
+    rows += [eval_row(s, "perce", [0.6, 0.7, 0.5, 0.9], users) for s in (0, 1)]
+    keys = report.group_keys(rows)
+    report.write_tables(report.summarize(rows, keys), keys, tmp_path, ["sweep"], None)
+    table = module.condensed(tmp_path).splitlines()
+    assert table[0] == "| group | seeds | rougeL | Δ rougeL vs CE [95% CI] |"
+    assert table[2] == "| loss=ce | 0,1 | 0.3500 ± 0.0000 |  |"
+    assert table[3].startswith("| loss=perce | 0,1 | 0.6750 ± 0.0000 | +0.3250 [+0.")
+    note = "4 test targets from 2 users; Δ: method − CE, 95% interval resampling seeds, then users"
+    assert table[-1] == note + " (* excludes 0)."
