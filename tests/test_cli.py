@@ -146,10 +146,11 @@ def tree(root: Path) -> list:
 def test_empty_or_dot_references_leave_every_directory_as_it_was(args, tmp_path, monkeypatch, capsys):
     """These used to rename the whole checkpoint / model / eval folders to `.broken-*`."""
     from percontrast_cli.artifacts import ArtifactStore
+    from percontrast_cli.identity import Identity
 
     store = ArtifactStore(tmp_path / "outputs" / "artifacts")
     for kind in ("model", "checkpoint", "eval"):
-        artifact_id = store.artifact_id(kind, {}, {})
+        artifact_id = Identity(kind, {}, {}).id
         with store.create(kind, artifact_id, {}, {}) as (tmp, _):
             (tmp / "payload.txt").write_text(kind)
     monkeypatch.chdir(tmp_path / "outputs" / "artifacts" / "checkpoint")  # `.` is even a kind folder here
@@ -193,6 +194,14 @@ def test_hydra_flags_keep_their_values(args, expected, tmp_path, monkeypatch, ca
     assert not (tmp_path / "outputs").exists()  # showing the config writes nothing
 
 
+def test_version_is_fast_too():
+    probe = (
+        "import sys; from percontrast_cli.cli import main; main(['--version']); print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.split()[-1] == "False", result.stdout + result.stderr
+
+
 def test_help_is_fast_imports_nothing_heavy_and_is_aligned():
     probe = (
         "import sys, time; t = time.perf_counter(); from percontrast_cli.cli import main; main(['--help']); "
@@ -213,7 +222,7 @@ def test_help_is_fast_imports_nothing_heavy_and_is_aligned():
 
 def test_version_prints_the_package_version_and_code_hash(capsys):
     from percontrast_cli import __version__
-    from percontrast_cli.artifacts import code_fingerprint
+    from percontrast_cli.identity import package_code_hash
 
     main(["--version"])
-    assert capsys.readouterr().out.strip() == f"percontrast {__version__} (code {code_fingerprint()})"
+    assert capsys.readouterr().out.strip() == f"percontrast {__version__} (code {package_code_hash()})"

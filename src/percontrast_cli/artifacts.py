@@ -47,7 +47,7 @@ JOB_ARTIFACTS = "artifacts.json"  # a job's record of the artifacts it used, in 
 VERIFIED = ".verified"  # integrity verdicts, see integrity.VerifiedCache
 # The ids the store issues are fingerprints (lowercase hex): nothing else inside a kind folder is an artifact
 # the store may move aside.
-ID_PATTERN = re.compile(r"[0-9a-f]{8,64}")
+ID_PATTERN = re.compile(r"[0-9a-f]{6,64}")
 # Below this much free space a stage that has to write stops before its work, not in the middle of it.
 MIN_FREE_BYTES = 1 << 20
 
@@ -64,6 +64,12 @@ def code_fingerprint() -> str:
     for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
+
+
+def payload_files(path: Path) -> dict[str, dict]:
+    """Every file under an artifact directory except the manifest, with its size and content hash: the
+    manifest's `payload` (also for scripts that rewrite an artifact's files in place)."""
+    return integrity.payload_entries(path, exclude=MANIFEST)
 
 
 def incomplete_reason(path: Path) -> str | None:
@@ -367,7 +373,7 @@ class ArtifactStore:
                     shutil.rmtree(tmp, ignore_errors=True)
                     return
                 refuse_broken_weights(tmp, what)
-                manifest["payload"] = integrity.payload_entries(tmp, exclude=MANIFEST)
+                manifest["payload"] = payload_files(tmp)
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
                 if final.exists() and (reason := incomplete_reason(final)) is not None:
                     self.move_aside(kind, final, reason)

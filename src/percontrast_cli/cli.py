@@ -67,9 +67,9 @@ def config_groups() -> str:
 
 
 def version() -> str:
-    from percontrast_cli.artifacts import code_fingerprint  # the code hash that every artifact id carries
+    from percontrast_cli.identity import package_code_hash  # what every artifact id's code hash depends on
 
-    return f"percontrast {__version__} (code {code_fingerprint()})"
+    return f"percontrast {__version__} (code {package_code_hash()})"
 
 
 def first_line(exc: BaseException) -> str:
