@@ -192,7 +192,8 @@ def test_a_read_only_store_serves_skips_and_reads_and_refuses_writes_in_one_line
     assert result.returncode == 0, result.stderr
     codes = dict(line.split() for line in result.stdout.splitlines())
     run_err = (tmp_path / "run.err").read_text()
-    assert codes["run"] == "0" and run_err.count("skip ") == 5, run_err[-3000:]
+    assert codes["run"] == "0" and "skip eval" in run_err, run_err[-3000:]
+    assert not re.search(r"^(built|trained|estimated) ", run_err, re.M)  # every stage reused
     assert (
         "cannot be written (Read-only file system): only artifacts that already exist can be used" in run_err
     )
@@ -211,9 +212,10 @@ def test_a_read_only_store_serves_skips_and_reads_and_refuses_writes_in_one_line
 @pytest.mark.parametrize(
     ("size", "overrides", "where"),
     [
-        # the store's check before a stage's work: under 1 MiB free
-        ("1300k", (), "No space left on device (only"),
-        # a real failed write: the model's weights do not fit (safetensors reports `os error 28`)
+        # a small disk: full before a stage (the store's check) or inside the training's checkpoint writes
+        # (torch's errno-less "unexpected pos", recognised by the full disk)
+        ("1300k", (), "No space left on device"),
+        # a real failed write of an artifact: the model's weights do not fit (safetensors' `os error 28`)
         ("2m", ("model.hidden_size=256", "model.intermediate_size=512"), "cannot write model artifact"),
     ],
 )
@@ -240,14 +242,14 @@ def test_a_full_disk_is_one_line_cleans_up_and_the_rerun_resumes(tmp_path, can_m
     full_err = (tmp_path / "full.err").read_text()
     assert codes["full"] == "2" and "Traceback" not in full_err, full_err[-3000:]
     (line,) = errors(full_err)
-    assert "No space left on device" in line and where in line and str(root / "artifacts") in line, line
+    assert "No space left on device" in line and where in line and str(root) in line, line
     assert overrides == () or "(only" not in line  # the failed write itself, not the check before it
     assert "rerun the same command" in line
     assert (tmp_path / "leftovers.txt").read_text() == ""  # no half-written temp dir
     if not overrides:  # the stages that finished before the disk filled are kept and skipped
         rerun_err = (tmp_path / "rerun.err").read_text()
         assert codes["rerun"] == "0", rerun_err[-3000:]
-        assert "skip model" in rerun_err and "skip checkpoint" in rerun_err
+        assert "skip model" in rerun_err
 
 
 def stop_at(args, root, cwd, step, signum):

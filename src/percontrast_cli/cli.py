@@ -285,7 +285,9 @@ def check_outputs(configs: list, overrides: list[str]) -> list[str]:
         if (root, artifacts) in seen:
             continue
         seen.add((root, artifacts))
-        problem = check_directory(root, "outputs root") or check_directory(artifacts, "artifact store")
+        where, problem = root, check_directory(root, "outputs root")
+        if problem is None:
+            where, problem = artifacts, check_directory(artifacts, "artifact store")
         if problem is None or extra:
             continue
         cause = os.strerror(problem.errno) if problem.errno else str(problem)
@@ -296,7 +298,7 @@ def check_outputs(configs: list, overrides: list[str]) -> list[str]:
                 f"hydra.sweep.dir={logs}/multirun/${{now:%Y-%m-%d}}/${{now:%H-%M-%S-%f}}",
             ]
         note(
-            f"{root} cannot be written ({cause}): only artifacts that already exist can be used"
+            f"{where} cannot be written ({cause}): only artifacts that already exist can be used"
             + (f"; this run's log goes under {logs}" if extra else "")
         )
     return extra
