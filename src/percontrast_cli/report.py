@@ -231,7 +231,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     """The run's options (loss as actually trained) plus its metrics and its training log."""
-    checkpoint = store.resolve("checkpoint", evaluation.inputs["checkpoint"])
+    checkpoint = store.resolve("checkpoint", evaluation.inputs["checkpoint"], also=("model",))
     options = flatten(evaluation.manifest.get("run_config", {}))
     # How the checkpoint was trained comes from its own manifest, not from the eval job's defaults (a
     # standalone `eval` composes default train/estimator/model settings).
