@@ -1,10 +1,16 @@
+import errno
 import os
+import shutil
 
 import pytest
 
 from percontrast_cli.artifacts import ArtifactStore, _host
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.identity import Identity
+
+
+def artifact_id_of(kind, config, inputs):
+    return Identity(kind, config, inputs).id
 
 
 def publish(store, kind, config, inputs):
@@ -16,10 +22,10 @@ def publish(store, kind, config, inputs):
 
 def test_crash_leaves_no_half_artifact(tmp_path):
     store = ArtifactStore(tmp_path)
-    with pytest.raises(RuntimeError), store.create("eval", "abc", {}, {}) as (tmp, _):
+    with pytest.raises(RuntimeError), store.create("eval", "abcabcabcabc", {}, {}) as (tmp, _):
         (tmp / "partial").write_text("x")
         raise RuntimeError("killed")
-    assert store.find("eval", "abc") is None
+    assert store.find("eval", "abcabcabcabc") is None
     assert list((tmp_path / "eval").iterdir()) == []
 
 
@@ -64,7 +70,7 @@ def test_unusable_manifest_is_replaced_on_publish(tmp_path, manifest):
     artifact_id = Identity("checkpoint", {"n": 1}, {}).id
     (tmp_path / "checkpoint" / artifact_id).mkdir(parents=True)
     (tmp_path / "checkpoint" / artifact_id / "manifest.json").write_text(manifest)
-    with pytest.raises(PercontrastError, match="not a usable artifact"):
+    with pytest.raises(PercontrastError, match="is not a usable checkpoint artifact: .*manifest.json"):
         store.resolve("checkpoint", str(tmp_path / "checkpoint" / artifact_id))
     # publishing over it (the stage rerun) moves it aside instead of keeping the broken one
     with store.create("checkpoint", artifact_id, {"n": 1}, {}) as (tmp, _):
@@ -77,7 +83,8 @@ def test_reused_artifact_with_missing_payload_is_an_error_naming_it(tmp_path):
     artifact = publish(store, "checkpoint", {"n": 1}, {})
     (artifact.path / "payload.txt").unlink()
     with pytest.raises(
-        PercontrastError, match=f"checkpoint artifact {artifact.id} .* payload.txt is missing"
+        PercontrastError,
+        match=f"checkpoint artifact {artifact.id} is damaged: .*/payload.txt is missing; delete ",
     ):
         store.find("checkpoint", artifact.id)
     with pytest.raises(PercontrastError, match="payload.txt is missing"):
@@ -95,7 +102,7 @@ def test_leftover_temporaries_are_cleaned_and_never_latest(tmp_path):
             '{"kind": "eval", "id": "x", "created": 9e12, "config": {}, "inputs": {}}'
         )
     assert store.latest("eval").id != "x"  # a temporary, even with the newest manifest, is never latest
-    store.find("eval", "anything")
+    store.find("eval", "0" * 12)  # any lookup tidies the kind folder
     assert not dead.exists() and live.exists()  # a live writer keeps its temp dir
 
 
@@ -103,3 +110,210 @@ def test_artifact_ids_follow_their_kinds_code(monkeypatch):
     before = Identity("estimate", {"k": 1}, {}).id
     monkeypatch.setattr("percontrast_cli.identity.code_hash", lambda kind: "other-code")
     assert Identity("estimate", {"k": 1}, {}).id != before
+
+
+# --- Ownership: the store touches only its own id directories -------------------------------------------
+
+
+def tree(root):
+    """Every path under `root` with its size (files) or `/` (directories): equal trees, nothing moved."""
+    return sorted(
+        (str(p.relative_to(root)), "/" if p.is_dir() else p.stat().st_size) for p in root.rglob("*")
+    )
+
+
+def test_a_directory_that_is_not_an_artifact_is_never_moved(tmp_path, monkeypatch):
+    """`eval checkpoint=/my/data` used to rename the user's directory; `checkpoint=.` and `checkpoint=`
+    renamed the whole kind folder."""
+    store = ArtifactStore(tmp_path / "outputs" / "artifacts")
+    publish(store, "checkpoint", {"n": 1}, {})
+    publish(store, "model", {"n": 1}, {})
+    user = tmp_path / "my" / "data"
+    (user / "sub").mkdir(parents=True)
+    (user / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path / "my")
+    before = tree(tmp_path)
+    for ref in (str(user), "data", "data/", str(store.root / "checkpoint"), str(store.root), str(tmp_path)):
+        with pytest.raises(PercontrastError, match=r"is not a checkpoint artifact: no manifest.json$"):
+            store.resolve("checkpoint", ref, also=("model",))
+        assert store.find("model", ref) is None  # not an id: never looked up inside the store
+    for ref in (".", "", "./", " "):
+        with pytest.raises(PercontrastError, match="does not name a checkpoint artifact"):
+            store.resolve("checkpoint", ref)
+        assert store.find("checkpoint", ref) is None
+    assert tree(tmp_path) == before
+
+
+def test_move_aside_refuses_anything_but_its_own_id_directories(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    artifact = publish(store, "eval", {"n": 1}, {})
+    (store.root / "eval" / "notes").mkdir()
+    before = tree(tmp_path)
+    for path in (store.root / "eval", store.root, tmp_path, store.root / "eval" / "notes", artifact.path):
+        kind = "checkpoint" if path == artifact.path else "eval"  # an id dir of another kind is not ours
+        with pytest.raises(PercontrastError, match="is not a"):
+            store.move_aside(kind, path, "test")
+    assert tree(tmp_path) == before
+
+
+# --- Content hashes ------------------------------------------------------------------------------------
+
+
+def safetensors_artifact(store, values):
+    import torch
+    from safetensors.torch import save_file
+
+    artifact_id = artifact_id_of("checkpoint", {"values": str(values)}, {})
+    with store.create("checkpoint", artifact_id, {}, {}) as (tmp, _):
+        (tmp / "model").mkdir()
+        save_file({"w": torch.tensor(values, dtype=torch.float32)}, tmp / "model" / "model.safetensors")
+    return store.find("checkpoint", artifact_id)
+
+
+def overwrite(path, offset, data):
+    """Bytes overwritten in place, size and modification time kept (only the ctime tells)."""
+    stat = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+
+
+def test_same_size_corruption_is_found_by_the_content_hash(tmp_path):
+    store = ArtifactStore(tmp_path)
+    artifact = publish(store, "eval", {"n": 1}, {})
+    overwrite(artifact.path / "payload.txt", 0, b"y")
+    with pytest.raises(PercontrastError) as error:
+        store.find("eval", artifact.id)
+    message = str(error.value)
+    assert f"{artifact.path / 'payload.txt'} changed since it was written" in message
+    assert f"delete {artifact.path} and rerun" in message and "\n" not in message
+    assert (artifact.path / "payload.txt").read_text() == "y"  # reported, not touched
+
+
+@pytest.mark.parametrize(
+    ("offset", "data", "problem"),
+    [
+        (8, b"[broken", "its safetensors header is corrupt"),
+        (-4, b"\x00\x00\xc0\x7f", "tensor 'w' holds NaN or infinite values"),  # float32 NaN, the last value
+    ],
+)
+def test_a_damaged_weights_file_names_the_file_and_what_is_wrong(tmp_path, offset, data, problem):
+    store = ArtifactStore(tmp_path)
+    artifact = safetensors_artifact(store, [1.0, 2.0, 3.0])
+    weights = artifact.path / "model" / "model.safetensors"
+    overwrite(weights, offset if offset >= 0 else weights.stat().st_size + offset, data)
+    with pytest.raises(PercontrastError, match=f"{weights} changed since it was written .*: {problem}"):
+        store.resolve("checkpoint", artifact.id)
+
+
+def test_non_finite_weights_are_never_published(tmp_path):
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(PercontrastError, match="not written: model/model.safetensors: tensor 'w' holds NaN"):
+        safetensors_artifact(store, [1.0, float("nan")])
+    assert list((tmp_path / "checkpoint").iterdir()) == []  # no artifact, no temp dir
+
+
+def test_verification_is_cached_by_file_identity_not_rehashed(tmp_path, monkeypatch):
+    from percontrast_cli import integrity
+
+    store = ArtifactStore(tmp_path)
+    artifact = publish(store, "eval", {"n": 1}, {})
+    hashed = []
+    real_hash = integrity.file_hash
+    monkeypatch.setattr(integrity, "file_hash", lambda path: hashed.append(path.name) or real_hash(path))
+    monkeypatch.setattr(integrity, "_MEMO", {})  # a new process: only the cache file remembers
+    assert ArtifactStore(tmp_path).find("eval", artifact.id) is not None
+    assert hashed == []  # verified at publish, cached in <store>/.verified/
+    os.utime(artifact.path / "payload.txt")  # any change of the file's identity: hashed again
+    assert ArtifactStore(tmp_path).find("eval", artifact.id) is not None
+    assert hashed == ["payload.txt"]
+    assert ArtifactStore(tmp_path).find("eval", artifact.id) is not None
+    assert hashed == ["payload.txt"]
+
+
+# --- latest ----------------------------------------------------------------------------------------------
+
+
+def test_latest_names_every_newer_artifact_it_passes_over(tmp_path, capsys):
+    store = ArtifactStore(tmp_path)
+    good = publish(store, "checkpoint", {"n": 1}, {})
+    damaged = publish(store, "checkpoint", {"n": 2}, {})
+    (damaged.path / "payload.txt").write_text("longer")
+    leftover = tmp_path / "checkpoint" / artifact_id_of("checkpoint", {"n": 3}, {})
+    leftover.mkdir()
+    writing = tmp_path / "checkpoint" / f".tmp-{'a' * 12}-{_host()}-{os.getpid()}-cafecafe"
+    writing.mkdir()
+    capsys.readouterr()
+    assert store.resolve("checkpoint", "latest").id == good.id
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines on the console
+    assert f"passed over the newer {damaged.id}" in err and "payload.txt has 6 bytes" in err
+    assert f"passed over the newer {leftover.name}" in err and "no manifest.json" in err
+    assert f"still being written by process {os.getpid()}" in err
+    assert leftover.is_dir()  # latest only reads
+
+
+def test_latest_with_nothing_usable_is_one_error_naming_why(tmp_path):
+    store = ArtifactStore(tmp_path)
+    damaged = publish(store, "checkpoint", {"n": 1}, {})
+    (damaged.path / "payload.txt").unlink()
+    with pytest.raises(PercontrastError, match=f"no usable checkpoint artifact .*passed over {damaged.id}: "):
+        store.resolve("checkpoint", "latest")
+    with pytest.raises(PercontrastError, match="no eval artifact exists yet under"):
+        store.resolve("eval", "latest")
+
+
+# --- File-system faults ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "No space left on device"),
+        (OSError(errno.EROFS, os.strerror(errno.EROFS)), "Read-only file system"),
+        # safetensors (Rust) reports the OS error as text only
+        (
+            RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+            "No space",
+        ),
+    ],
+)
+def test_a_write_fault_is_one_line_naming_the_path_and_nothing_half_written_stays(tmp_path, fault, cause):
+    store = ArtifactStore(tmp_path)
+    kept = publish(store, "checkpoint", {"n": 1}, {})
+    artifact_id = artifact_id_of("checkpoint", {"n": 2}, {})
+    with (
+        pytest.raises(PercontrastError) as error,
+        store.create("checkpoint", artifact_id, {}, {}) as (tmp, _),
+    ):
+        (tmp / "half.bin").write_bytes(b"x" * 100)
+        raise fault
+    message = str(error.value)
+    assert message.startswith(f"cannot write checkpoint artifact {artifact_id}: {tmp_path / 'checkpoint'}")
+    assert cause in message and "\n" not in message
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [kept.id]  # temp dir removed
+    assert store.find("checkpoint", kept.id) is not None  # nothing lost
+    assert publish(store, "checkpoint", {"n": 2}, {}).id == artifact_id  # the rerun writes it
+
+
+def test_a_store_that_cannot_take_an_artifact_says_so_before_the_work(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    kept = publish(store, "eval", {"n": 1}, {})
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/somewhere/.tmp-probe-x")
+
+    monkeypatch.setattr("percontrast_cli.artifacts.tempfile.mkstemp", read_only)
+    assert store.claim("eval", kept.id) is not None  # what it holds it still serves
+    with pytest.raises(PercontrastError, match=f"{tmp_path / 'eval'}: Read-only file system; point"):
+        store.claim("eval", artifact_id_of("eval", {"n": 2}, {}))
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        "percontrast_cli.artifacts.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 4096)
+    )
+    with pytest.raises(
+        PercontrastError, match=r"No space left on device \(only 4096 bytes free\); free space"
+    ):
+        store.claim("eval", artifact_id_of("eval", {"n": 2}, {}))
+    assert store.find("eval", kept.id) is not None

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -36,6 +37,49 @@ def cli(*args, cwd=None, env=None):
         (["run", "data.test_fraction=0"], "data.test_fraction=0 must be a number in (0, 1)"),
         (["run", "data.path=data.csv"], "data.path='data.csv': unsupported file type '.csv'"),
         (["run", "loss.normalize=mean"], "loss.normalize='mean' is not one of: tokens, weights"),
+        # every float option: finite and in range, named by its key
+        (["run", "train.lr=nan"], "train.lr=nan must be a number > 0 (not NaN or infinite)"),
+        (["run", "train.lr=inf"], "train.lr=inf must be a number > 0 (not NaN or infinite)"),
+        (["run", "train.lr=0"], "train.lr=0 must be a number > 0"),
+        (["run", "train.warmup_lr=-inf"], "train.warmup_lr=-inf must be a number > 0"),
+        (["run", "train.weight_decay=-1"], "train.weight_decay=-1 must be a number >= 0"),
+        (["run", "train.max_grad_norm=nan"], "train.max_grad_norm=nan must be a number >= 0"),
+        (["run", "train.epochs=inf"], "train.epochs=inf must be a finite number > 0"),
+        (["run", "train.lora.dropout=1"], "train.lora.dropout=1 must be a number in [0, 1)"),
+        (["run", "loss.alpha=nan"], "loss.alpha=nan must be a number >= 0 (not NaN or infinite)"),
+        (["run", "loss.clip_min=-inf"], "loss.clip_min=-inf must be a number (not NaN or infinite)"),
+        (["run", "loss.clip_max=inf"], "loss.clip_max=inf must be a number >= 0.8 (not NaN or infinite)"),
+        (["run", "loss.keep_ratio=0"], "loss.keep_ratio=0 must be a number in (0, 1]"),
+        (["run", "estimator.tau=nan"], "estimator.tau=nan must be a number (not NaN or infinite)"),
+        (["run", "eval.temperature=0"], "eval.temperature=0 must be a number > 0"),
+        (["run", "eval.top_p=1.5"], "eval.top_p=1.5 must be a number in (0, 1]"),
+        (["run", "+task.extra=nan"], "task.extra=nan must be a finite number"),  # options without a rule
+        (["run", "distributed.num_processes=0"], "distributed.num_processes=0 must be an integer >= 1"),
+        (["run", "distributed=ddp", "distributed.num_processes=0"], "distributed.num_processes=0 must be"),
+        (["run", "distributed=ddp", "distributed.machine_rank=2"], "distributed.machine_rank=2 must be"),
+        # empty or `.` artifact references never reach the store
+        (["eval", "checkpoint="], "checkpoint='' does not name an artifact"),
+        (["eval", "checkpoint=."], "checkpoint='.' does not name an artifact"),
+        (["train", "estimate=./", "estimator.refresh=rounds"], "estimate='./' does not name an artifact"),
+        (["report", "report.evals=."], "report.evals='.' does not name an artifact"),
+        (["report", "report.evals=[latest,.]"], "report.evals[1]='.' does not name an artifact"),
+        # typos: Hydra's list of options kept, plus a guess
+        (["rn"], "unknown stage 'rn' (did you mean 'run'?)"),
+        (
+            ["run", "loss=percee"],
+            "Could not find 'loss/percee' (did you mean loss=perce?); available options in 'loss': ce, dft, "
+            "entce, lossce, perce",
+        ),
+        (["run", "-m", "experiment=minature"], "(did you mean experiment=miniature?); available options in"),
+        (
+            ["run", "train.stepz=3"],
+            "Could not override 'train.stepz': no key 'stepz' in 'train' (did you mean",
+        ),
+        (["run", "trian.steps=3"], "(did you mean train.steps?)"),
+        (["run", "--bogus"], "bad command line: unrecognized arguments: --bogus"),
+        # the outputs root: a file, or a place where nothing can be created
+        (["run", "paths.root=data.csv"], "data.csv: Not a directory; a part of that path is a file"),
+        (["run", "paths.root=/proc/percontrast"], "cannot create outputs root /proc/percontrast: "),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, message, tmp_path, monkeypatch, capsys):
@@ -77,3 +121,111 @@ def test_every_config_option_composes_and_validates(override):
     with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
         cfg = compose("config", overrides=[override, *COMPANIONS.get(override, [])])
     validate_config(cfg)
+
+
+def test_outputs_pointing_at_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("PERCONTRAST_OUTPUTS", str(tmp_path / "afile"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "experiment=miniature"])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(stderr.strip().splitlines()) == 1
+    assert f"{tmp_path / 'afile'}: Not a directory" in stderr
+
+
+def tree(root: Path) -> list:
+    return sorted((str(p.relative_to(root)), p.is_dir() or p.stat().st_size) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "checkpoint=."],
+        ["eval", "checkpoint="],
+        ["report", "report.evals=."],
+        ["eval", "checkpoint= "],
+    ],
+)
+def test_empty_or_dot_references_leave_every_directory_as_it_was(args, tmp_path, monkeypatch, capsys):
+    """These used to rename the whole checkpoint / model / eval folders to `.broken-*`."""
+    from percontrast_cli.artifacts import ArtifactStore
+    from percontrast_cli.identity import Identity
+
+    store = ArtifactStore(tmp_path / "outputs" / "artifacts")
+    for kind in ("model", "checkpoint", "eval"):
+        artifact_id = Identity(kind, {}, {}).id
+        with store.create(kind, artifact_id, {}, {}) as (tmp, _):
+            (tmp / "payload.txt").write_text(kind)
+    monkeypatch.chdir(tmp_path / "outputs" / "artifacts" / "checkpoint")  # `.` is even a kind folder here
+    monkeypatch.setenv("PERCONTRAST_OUTPUTS", str(tmp_path / "outputs"))
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "experiment=miniature"])
+    assert exit_info.value.code == 2 and "does not name an artifact" in capsys.readouterr().err
+    assert tree(tmp_path) == before
+
+
+CONFIG_DIR_FILES = {
+    "experiment/mine.yaml": "# @package _global_\ntrain:\n  steps: 7\n",
+    "mycfg.yaml": "defaults:\n  - config\n  - _self_\nseed: 42\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--cfg", "job"], "steps: 300"),
+        (["train", "-c", "job", "train.steps=7"], "steps: 7"),
+        (["train", "train.steps=7", "--cfg", "job", "seed=5"], "seed: 5"),  # overrides on both sides
+        (["train", "--cfg", "job", "-p", "train"], "# @package train"),
+        (["train", "-cd", "{dir}", "experiment=mine", "--cfg", "job"], "steps: 7"),
+        (["train", "-cd", "{dir}", "-cn", "mycfg", "--cfg", "job"], "seed: 42"),
+        (["run", "--info"], "Installed Hydra Plugins"),
+        (["run", "--info", "searchpath"], "pkg://percontrast_cli.conf"),
+        (["run", "--info", "defaults", "loss=ce"], "loss/ce"),
+    ],
+)
+def test_hydra_flags_keep_their_values(args, expected, tmp_path, monkeypatch, capsys):
+    """`--cfg job` used to fail with `bad override: Error parsing override 'job'`."""
+    for name, text in CONFIG_DIR_FILES.items():
+        (tmp_path / "cd" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cd" / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    main([a.format(dir=tmp_path / "cd") for a in args])
+    out = capsys.readouterr().out
+    assert expected in out, out
+    assert not (tmp_path / "outputs").exists()  # showing the config writes nothing
+
+
+def test_version_is_fast_too():
+    probe = (
+        "import sys; from percontrast_cli.cli import main; main(['--version']); print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.split()[-1] == "False", result.stdout + result.stderr
+
+
+def test_help_is_fast_imports_nothing_heavy_and_is_aligned():
+    probe = (
+        "import sys, time; t = time.perf_counter(); from percontrast_cli.cli import main; main(['--help']); "
+        "print('MODULES', [m for m in ('torch', 'transformers', 'hydra', 'omegaconf') if m in sys.modules]); "
+        "print('SECONDS', time.perf_counter() - t)"
+    )
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert "MODULES []" in result.stdout
+    assert wall < 2.0, wall  # the interpreter included; it used to take 12 s (torch imported eagerly)
+    groups = result.stdout.split("config groups")[1].split("\n\n")[0].splitlines()[1:]
+    columns = {len(line) - len(line.split(maxsplit=1)[1]) for line in groups}
+    assert len(groups) > 5 and len(columns) == 1, groups  # every group's options start in one column
+    assert "distributed  ddp" in result.stdout and "distributedddp" not in result.stdout
+
+
+def test_version_prints_the_package_version_and_code_hash(capsys):
+    from percontrast_cli import __version__
+    from percontrast_cli.identity import package_code_hash
+
+    main(["--version"])
+    assert capsys.readouterr().out.strip() == f"percontrast {__version__} (code {package_code_hash()})"

@@ -1,7 +1,8 @@
-"""Scale-out on accelerate: every distributed option gives a valid accelerate config; a 2-process CPU (gloo)
-run trains the same checkpoint as one process with the same global batch, and sharded scoring gives the
-scores of one process."""
+"""Scale-out on accelerate: every distributed option gives a valid accelerate config; 2-process CPU (gloo)
+runs compute what one process computes (steps, examples per epoch, every logged statistic, the weights, the
+scores), keep the job record and log, run FSDP, and end as one clear error when a rank fails."""
 
+import csv
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from safetensors.numpy import load_file
 from safetensors.torch import load_file as load_weights
 
 from percontrast_cli.validation import validate_config
-from percontrast_cli.worker import accelerate_config
+from percontrast_cli.worker import accelerate_config, launch_plan
 
 OPTIONS = ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 
@@ -36,48 +37,188 @@ def test_each_option_composes_validates_and_loads_in_accelerate(option, tmp_path
     assert str(loaded.distributed_type).endswith(expected)
     if option.startswith("deepspeed"):
         assert loaded.deepspeed_config["zero_stage"] == int(option[-1])
+    if option == "deepspeed_zero3":  # else accelerate cannot gather the weights for a complete checkpoint
+        assert loaded.deepspeed_config["zero3_save_16bit_model"] is True
 
 
-def run(root, *args):
-    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
+def test_two_nodes_of_eight_gpus_get_one_launch_each(tmp_path, monkeypatch):
+    """nodes=2, num_processes=16: Slurm asks each node for 8 GPUs, and each node's task writes its own
+    accelerate config (its machine rank) in the shared job dir and launches 8 workers of the 16."""
+    import yaml
+
+    common = ["distributed=ddp", "distributed.num_processes=16", "distributed.num_machines=2"]
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        slurm = compose("config", overrides=[*common, "hydra/launcher=slurm"], return_hydra_config=True)
+        nodes = [
+            compose("config", overrides=[*common, f"distributed.machine_rank={rank}"]) for rank in (0, 1)
+        ]
+    assert slurm.hydra.launcher.nodes == 2 and slurm.hydra.launcher.gpus_per_node == 8
+    assert slurm.hydra.launcher.tasks_per_node == 1
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)  # not under Slurm: the address must be given
+    with pytest.raises(Exception, match="main_process_ip"):
+        launch_plan("run", nodes[0], tmp_path)
+    plans = []
+    for cfg in nodes:
+        cfg.distributed.main_process_ip = "10.0.0.1"
+        plans.append(launch_plan("run", cfg, tmp_path))
+    files = [set(plan.files) for plan in plans]
+    assert not files[0] & files[1]  # no file written by both nodes
+    for rank, plan in enumerate(plans):
+        (accelerate_file,) = [p for p in plan.files if p.name.startswith("accelerate_config")]
+        assert accelerate_file.name == f"accelerate_config.machine{rank}.yaml"
+        config = yaml.safe_load(plan.files[accelerate_file])
+        assert config["machine_rank"] == rank and config["num_machines"] == 2
+        assert config["num_processes"] == 16  # in all: accelerate starts 16 / 2 on each machine
+        assert config["main_process_ip"] == "10.0.0.1"
+        assert plan.command[-3:] == [
+            str(accelerate_file),
+            "run",
+            str(tmp_path / f"resolved_config.machine{rank}.yaml"),
+        ]
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        uneven = compose(
+            "config",
+            overrides=["distributed=ddp", "distributed.num_processes=9", "distributed.num_machines=2"],
+        )
+    with pytest.raises(Exception, match="multiple of distributed.num_machines"):
+        accelerate_config(uneven)
+
+
+def test_report_and_inspect_run_in_the_parent_alone(monkeypatch, tmp_path):
+    from percontrast_cli import stages, worker
+
+    calls = []
+    monkeypatch.setitem(stages.STAGES, "report", lambda cfg: calls.append(cfg) or "done")
+    monkeypatch.setattr(worker.subprocess, "run", lambda *a, **k: pytest.fail("launched workers for report"))
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["distributed=ddp"])
+    assert worker.launch("report", cfg, tmp_path) == "done" and len(calls) == 1
+
+
+def run(root, *args, returncode=0, timeout=600, env=None):
+    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root), **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "percontrast_cli.cli", *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=root.parent,
+        timeout=timeout,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout + result.stderr
+    assert result.returncode == returncode, result.stderr[-3000:]
+    return result
 
 
 def published(root, kind):
     return sorted(p.name for p in (root / "artifacts" / kind).iterdir() if not p.name.startswith("."))
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    run(one, "train", "experiment=miniature", "train.batch_size=4")
-    out = run(two, "train", "experiment=miniature", "distributed=ddp", "distributed.num_processes=2",
-              "train.batch_size=2")  # fmt: skip
+# 10 examples: one process at batch 4 has batches of 4, 4 and 2 per epoch; two processes at batch 2 split each
+# of them, and the second process has no example of the last one (a filler row keeps it in step).
+SAME_RUN = [
+    "experiment=miniature",
+    "eval.meteor=false",
+    "data.limit=10",
+    "train.epochs=2",
+    "train.log_every=1",
+]
+TWO = ["distributed.num_processes=2", "train.batch_size=2"]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one") / "out"
+    run(root, "run", "-m", *SAME_RUN, "train.batch_size=4", f"hydra.sweep.dir={root}/sweep")
+    return root
+
+
+def logged(root, checkpoint):
+    history = json.loads((root / "artifacts" / "checkpoint" / checkpoint / "log_history.json").read_text())
+    return [h for h in history if "loss" in h]
+
+
+def assert_same_training(one, two):
     assert published(one, "checkpoint") == published(two, "checkpoint")  # same ids: same global batch
-    assert not list((two / "artifacts").glob("*/.tmp-*"))  # written once, by rank 0
-    assert out.count("trained checkpoint") == 2  # one line per artifact, not one per rank
     for checkpoint in published(one, "checkpoint"):
-        logs = [json.loads((root / "artifacts" / "checkpoint" / checkpoint / "log_history.json").read_text())
-                for root in (one, two)]  # fmt: skip
-        losses = [[(h["step"], h["loss"]) for h in log if "loss" in h] for log in logs]
-        assert len(losses[0]) == 2
-        for (step_a, a), (step_b, b) in zip(*losses, strict=True):
-            assert step_a == step_b and a == pytest.approx(b, abs=1e-5)
+        logs = [logged(root, checkpoint) for root in (one, two)]
+        assert len(logs[0]) == len(logs[1])
+        for a, b in zip(*logs, strict=True):
+            assert set(a) == set(b)
+            for key in a:  # loss, personal/nonpersonal loss, weight stats, examples, lr, grad norm, epoch
+                assert b[key] == pytest.approx(a[key], abs=1e-5, rel=1e-5), (checkpoint, a["step"], key)
         files = [
             root / "artifacts" / "checkpoint" / checkpoint / "model" / "model.safetensors"
             for root in (one, two)
         ]
         weights = [load_weights(str(f)) for f in files]
+        assert set(weights[0]) == set(weights[1])
         for name, value in weights[0].items():
             torch.testing.assert_close(weights[1][name], value, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_run_what_one_process_runs(one_process, tmp_path):
+    two = tmp_path / "two"
+    result = run(two, "run", "-m", *SAME_RUN, "distributed=ddp", *TWO, f"hydra.sweep.dir={two}/sweep")
+    out = result.stdout + result.stderr
+    assert_same_training(one_process, two)
+    checkpoint = json.loads((two / "sweep" / "0" / "artifacts.json").read_text())["checkpoint"]
+    per_step = [h["examples"] for h in logged(two, checkpoint)]
+    assert per_step == [4, 4, 2, 4, 4, 2]  # train.epochs=2 means 2 epochs of 10 examples, in 6 steps
+    assert not list((two / "artifacts").glob("*/.tmp-*"))  # written once, by rank 0
+    assert out.count("trained checkpoint") == 2  # one line per artifact, not one per rank
+    # The job record (read above) and the job log, as with one process; `report` finds the sweep's eval.
+    (log,) = (two / "sweep" / "0").glob("*.log")
+    assert "train perce: step 6/6" in log.read_text() and "2 processes (MULTI_CPU)" in log.read_text()
+    run(two, "report", f"report.evals=[{two}/sweep]", f"report.out_dir={tmp_path}/report")
+    rows = list(csv.DictReader(open(tmp_path / "report" / "report.csv")))
+    assert len(rows) == 1
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_cpu_processes_trains_what_one_process_trains(one_process, tmp_path):
+    """accelerate runs FSDP only on accelerators; the worker routes a CPU launch to it (FSDP 2 on a gloo
+    mesh). The loss curve, every statistic and the weights are one process's; the checkpoint is complete."""
+    from transformers import AutoModelForCausalLM
+
+    fsdp = tmp_path / "fsdp"
+    result = run(fsdp, "train", *SAME_RUN, "distributed=fsdp", *TWO, f"hydra.run.dir={fsdp}/job")
+    assert "2 processes (FSDP)" in result.stdout + result.stderr
+    assert_same_training(one_process, fsdp)
+    for checkpoint in published(fsdp, "checkpoint"):
+        AutoModelForCausalLM.from_pretrained(fsdp / "artifacts" / "checkpoint" / checkpoint / "model")
+
+
+INJECTED = """
+import os
+if os.environ.get("RANK") == "0":
+    import percontrast_cli.artifacts as artifacts
+
+    def broken(path):
+        raise OSError("disk full (injected)")
+
+    artifacts.payload_files = broken
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_0_publish_failure_ends_every_rank_with_one_error(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(INJECTED)  # imported at start-up by every Python process
+    path = os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])
+    result = run(
+        tmp_path / "out", "estimate", "experiment=miniature", "train.warmup_steps=0", "distributed=ddp",
+        *TWO, f"hydra.run.dir={tmp_path}/job", returncode=1, timeout=300, env={"PYTHONPATH": path},
+    )  # fmt: skip
+    errors = [line for line in result.stderr.splitlines() if "percontrast: error" in line]
+    assert len(errors) == 1 and errors[0].startswith("percontrast: error: OSError: disk full (injected)")
+    assert "rank 0 of 2" in errors[0]
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
+    assert "disk full (injected)" in (tmp_path / "job" / "worker_errors" / "rank0.traceback.txt").read_text()
+    assert not (
+        tmp_path / "job" / "worker_errors" / "rank1.json"
+    ).exists()  # rank 1 stopped, reported nothing
 
 
 @pytest.mark.slow

@@ -116,7 +116,7 @@ def test_wandb_added_to_a_finished_sweep_logs_every_jobs_metrics_under_its_swept
         assert summary["name"] == f"loss={loss}"  # the swept setting, not the fixed experiment=miniature
         assert summary["group"] == f"sweep-{tmp_path.name}-second"  # the sweep dir's last two parts
         metrics = summary["metrics"]
-        for key in ("eval/rougeL", "eval/personal_token_acc", "estimate/estimator_auroc"):
+        for key in ("eval/rougeL", "eval/personal_token_acc", "eval/estimator_auroc"):
             assert isinstance(metrics[key], float), key
         assert metrics[f"train_{loss}/loss"] > 0 and metrics["train_warmup/loss"] > 0
         assert not any(" " in key for key in metrics)

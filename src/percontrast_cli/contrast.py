@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from percontrast_cli.losses import token_nll
-from percontrast_cli.modeling.forward import tail, target_logits
+from percontrast_cli.modeling.forward import tail, target_logits, unwrapped
 
 
 @torch.no_grad()
@@ -25,7 +25,8 @@ def has_active_dropout(model) -> bool:
         return False
     if any(isinstance(m, torch.nn.Dropout) and m.p > 0 and m.training for m in model.modules()):
         return True
-    return float(getattr(getattr(model, "config", None), "attention_dropout", 0.0) or 0.0) > 0
+    # the config of the transformers model itself: DDP / FSDP / peft wrappers have none of their own
+    return float(getattr(getattr(unwrapped(model), "config", None), "attention_dropout", 0.0) or 0.0) > 0
 
 
 def contrast_scores(model, batch: dict, factual_nll: torch.Tensor | None = None) -> torch.Tensor:

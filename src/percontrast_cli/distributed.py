@@ -7,7 +7,20 @@ scoring and generation split their batches across ranks and gather the results i
 
 from __future__ import annotations
 
+import math
+import os
+
 import torch.distributed as dist
+
+from percontrast_cli.errors import PercontrastError
+
+# Set by the worker when it runs FSDP on CPU processes (see worker.init_process_group).
+CPU_FSDP_ENV = "PERCONTRAST_CPU_FSDP"
+
+
+class PeerFailed(PercontrastError):
+    """Raised on the ranks that did not fail when another rank failed at a point where all ranks meet: they
+    stop too, and only the failing rank reports its error."""
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -25,6 +38,23 @@ def barrier() -> None:
         dist.barrier()
 
 
+def settle(error: BaseException | None) -> None:
+    """A barrier at which the ranks also learn whether any of them failed: the ranks that did not fail raise
+    PeerFailed (naming the rank and its error) instead of carrying on past a step that did not happen, e.g.
+    rank 0 failing to publish an artifact that the others would then look for. A failing rank returns (its
+    own exception is on its way up)."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return
+    outcomes: list = [None] * world
+    mine = None if error is None else f"{type(error).__name__}: {error}"
+    dist.all_gather_object(outcomes, mine)
+    failed = [(r, message) for r, message in enumerate(outcomes) if message is not None]
+    if failed and error is None:
+        first, message = failed[0]
+        raise PeerFailed(f"rank {first} failed: {message}")
+
+
 def broadcast(value):
     """Rank 0's value, on every rank."""
     if rank_and_world()[1] == 1:
@@ -34,20 +64,59 @@ def broadcast(value):
     return box[0]
 
 
-def my_batches(n_batches: int) -> list[int]:
+def my_batches(n_batches: int, lockstep: bool = False) -> list[int]:
     """The batch numbers this rank computes: whole batches round-robin, so every batch is the one a single
-    process would form (same padding, same numbers)."""
+    process would form (same padding, same numbers).
+
+    ``lockstep``: every rank runs the same number of batches (the last one of its own, or batch 0, again),
+    as a sharded model needs: each of its forward passes gathers weights from all ranks, so a rank with one
+    batch fewer would leave the others waiting. gather_by_position keeps the first result per position."""
     rank, world = rank_and_world()
-    return list(range(rank, n_batches, world))
+    mine = list(range(rank, n_batches, world))
+    if lockstep and n_batches:
+        rounds = math.ceil(n_batches / world)
+        mine += [mine[-1] if mine else 0] * (rounds - len(mine))
+    return mine
 
 
 def gather_by_position(local: dict[int, object], n: int) -> list:
-    """Per-position results computed on each rank, merged into one list in position order, on every rank."""
+    """Per-position results computed on each rank, merged into one list in position order, on every rank
+    (where two ranks computed a position, see my_batches' lockstep, the lower rank's result)."""
     if rank_and_world()[1] > 1:
         parts: list = [None] * rank_and_world()[1]
         dist.all_gather_object(parts, local)
-        local = {k: v for part in parts for k, v in part.items()}
+        local = {}
+        for part in parts:
+            for position, value in part.items():
+                local.setdefault(position, value)
     return [local[i] for i in range(n)]
+
+
+def is_sharded_module(model) -> bool:
+    """Whether ``model``'s weights are split over the ranks (FSDP 2's fully_shard, FSDP 1, DeepSpeed ZeRO-3):
+    then every forward pass is a collective."""
+    if rank_and_world()[1] == 1:
+        return False
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    fsdp = any(isinstance(m, FSDPModule | FullyShardedDataParallel) for m in model.modules())
+    return fsdp or any(hasattr(p, "ds_id") for p in model.parameters())  # ZeRO-3 tags its partitions
+
+
+def cpu_fsdp() -> bool:
+    """Whether this worker runs FSDP on CPU (gloo): the Trainer must then keep the worker's process state."""
+    return os.environ.get(CPU_FSDP_ENV) == "1"
+
+
+def per_machine(processes: int, machines: int) -> int:
+    """Processes (GPUs) on each machine of a multi-machine run; the `percontrast.per_machine` resolver, so
+    Slurm asks each node for its share of the GPUs, not for all of them."""
+    processes, machines = int(processes), int(machines)
+    if machines < 1 or processes % machines:
+        raise PercontrastError(
+            f"distributed.num_processes={processes} must be a multiple of distributed.num_machines={machines}"
+        )
+    return processes // machines
 
 
 def backend(cfg) -> str:

@@ -13,7 +13,7 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from percontrast_cli.contrast import target_nll
 from percontrast_cli.data.encode import Collator, flat_targets, target_count
-from percontrast_cli.distributed import gather_by_position, my_batches
+from percontrast_cli.distributed import gather_by_position, is_sharded_module, my_batches
 from percontrast_cli.losses import token_nll
 from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.progress import track
@@ -50,7 +50,9 @@ def teacher_forced_pass(
     model.eval()
     collate = Collator(pad_id)
     batches = length_batches([len(item["input_ids"]) for item in items], batch_size)
-    mine = my_batches(len(batches))  # all of them with one process; a share of whole batches with several
+    # all of them with one process; a share of whole batches with several (as many on every rank when the
+    # model is sharded: rounds rescoring scores with the model being trained)
+    mine = my_batches(len(batches), lockstep=is_sharded_module(model))
     local: dict[int, TokenRecord] = {}
     for number in track(mine, total=len(mine), description=description):
         positions = batches[number]

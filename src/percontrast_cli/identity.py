@@ -56,6 +56,7 @@ NEVER_KEYS = frozenset(
         "identity",
         "fingerprint",
         "validation",
+        "diagnostics",  # warnings and refusals about degenerate runs: they stop a run, never change a payload
         "steps.produce",  # find-or-compute bookkeeping
         "steps.inherit",  # which settings a consumer takes from its input's manifest
         "data.schema",

@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.text import Text
 from transformers import TrainerCallback
 
+from percontrast_cli import interrupts
 from percontrast_cli.distributed import is_main
 
 # The width a console takes off a terminal: wide enough that no message or table is ever wrapped.
@@ -157,12 +158,14 @@ class RichProgressCallback(TrainerCallback):
         self.task = self.progress.add_task(self.description, total=state.max_steps, info="")
         self.progress.update(self.task, completed=state.global_step)
         self.started = time.monotonic()
+        interrupts.training_started(self.description, state.global_step, state.max_steps, self.progress)
 
     def on_step_begin(self, args, state, control, **kwargs):
         # The Trainer loads a resumed run's state after on_train_begin: the first step tells.
         if self.first_step is not None:
             return
         self.first_step = state.global_step  # a resumed run: the ETA counts from here
+        interrupts.training_resumed(state.global_step)  # ...and an interrupt now resumes from here again
         if state.global_step:
             say(
                 f"{self.description}: resuming from step {state.global_step} of {state.max_steps} "
@@ -171,6 +174,10 @@ class RichProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.task, completed=state.global_step)
+        interrupts.training_step(state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        interrupts.training_saved(state.global_step)  # what a rerun resumes from
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is None or not logs or "loss" not in logs:
@@ -189,6 +196,7 @@ class RichProgressCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.stop()
+        interrupts.training_ended()
         warn_if_weights_never_moved(self.description, state.log_history)
 
 

@@ -244,7 +244,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     """The run's options (loss as actually trained) plus its metrics and its training log."""
-    checkpoint = store.resolve("checkpoint", evaluation.inputs["checkpoint"])
+    checkpoint = store.resolve("checkpoint", evaluation.inputs["checkpoint"], also=("model",))
     options = flatten(evaluation.manifest.get("run_config", {}))
     # How the checkpoint was trained comes from its own manifest, not from the eval job's defaults (a
     # standalone `eval` composes default train/estimator/model settings).
@@ -252,14 +252,16 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     options.update(
         {k: v for k, v in trained.items() if k.startswith(TRAINING_OPTIONS) and k not in EVAL_TIME}
     )
-    loss = dict(checkpoint.manifest["config"]["loss"])
+    # a base model (`eval checkpoint=<model id>`) was not trained here: its row is labelled `loss=none`
+    trained_with = checkpoint.manifest["config"].get("loss", {"name": "none"})
+    loss = dict(trained_with)
     for key, value in loss.items():  # `loss.alpha=2` and `loss.alpha=2.0` are one setting
         if isinstance(value, int) and not isinstance(value, bool):
             loss[key] = float(value)
     options.update(flatten({"loss": loss}))
     options.pop("loss.name", None)
-    options["loss"] = checkpoint.manifest["config"]["loss"]["name"]
-    options["seed"] = checkpoint.manifest["config"]["seed"]
+    options["loss"] = trained_with["name"]
+    options["seed"] = checkpoint.manifest["config"].get("seed", options.get("seed"))
     options["train_task"] = checkpoint.manifest.get("train_task", options.get("task.name"))
     history_file = checkpoint.path / "log_history.json"
     history = json.loads(history_file.read_text()) if history_file.is_file() else []

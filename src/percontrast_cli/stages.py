@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from rich.table import Table
 
 from percontrast_cli import report
@@ -20,7 +19,7 @@ from percontrast_cli.steps.dialogue import evaluate_dialogue
 from percontrast_cli.steps.evaluation import evaluate
 from percontrast_cli.steps.inherit import inherit
 from percontrast_cli.steps.models import base_model, load_model, named_checkpoint
-from percontrast_cli.steps.produce import record
+from percontrast_cli.steps.produce import job_dir, record
 from percontrast_cli.steps.scoring import estimate, given_estimate, scored_tokens
 from percontrast_cli.steps.task_data import load_task, retriever
 from percontrast_cli.steps.training import needs_estimate, starting_point, train_main
@@ -48,7 +47,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def run_dir() -> str:
-    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else "."
+    """The job's directory: Hydra's, or in a distributed worker the parent's (the tracker writes there)."""
+    return str(job_dir() or ".")
 
 
 @contextmanager

@@ -7,14 +7,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from percontrast_cli.contrast import contrast_scores
 from percontrast_cli.data.encode import IGNORE, Collator, at_targets
+from percontrast_cli.distributed import broadcast, cpu_fsdp, rank_and_world
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.losses import normalized, token_nll, token_weights, weight_signal, weighted_nll
 from percontrast_cli.modeling.forward import tail, target_logits
@@ -30,10 +34,71 @@ class ScoreTable:
         self.values = values
 
     def lookup(self, batch: dict) -> torch.Tensor:
-        """The batch's values on its label tail (the indices are a host list: no device sync)."""
-        rows = [self.values[i] for i in batch["index"]]
+        """The batch's values on its label tail (the indices are a host list: no device sync). A filler row
+        (index None, see RankShare) has no targets and no values."""
+        rows = [self.values[i] for i in batch["index"] if i is not None]
+        flat = torch.cat(rows) if rows else torch.zeros(0)
         device = batch["input_ids"].device
-        return at_targets(torch.cat(rows).to(device, torch.float32, non_blocking=True), batch)
+        return at_targets(flat.to(device, torch.float32, non_blocking=True), batch)
+
+
+FILLER = -1  # RankShare's index for a rank whose share of the last batch of an epoch is empty
+
+
+def filler(item: dict) -> dict:
+    """A stand-in row without targets: two prompt tokens, no labels. Its loss, gradient and statistics are
+    zero, so a rank that has no examples left in an epoch's last batch still takes part in the step's
+    collectives (DDP's gradient all-reduce, FSDP's all-gathers) without changing what is learnt."""
+    row = {key: value for key, value in item.items() if key not in ("labels", "personal", "index", "id")}
+    row["input_ids"] = item["input_ids"][:2]
+    row["labels"] = [IGNORE] * 2
+    row["personal"] = []
+    if "cf_input_ids" in item:
+        row["cf_input_ids"], row["cf_labels"] = item["cf_input_ids"][:2], [IGNORE] * 2
+    if "index" in item:
+        row["index"] = None
+    return row
+
+
+class WithFiller(Dataset):
+    """The training items, plus ``FILLER`` (-1): a target-free stand-in row."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return filler(self.items[0]) if index == FILLER else self.items[index]
+
+
+class RankShare(Sampler):
+    """One rank's micro-batches in a run of ``world`` processes at ``per_rank`` examples each: the batches one
+    process would form at ``per_rank * world`` (the same shuffled order, cut at the same places), each cut
+    into ``world`` consecutive shares. A share left empty by a short last batch is one filler row.
+
+    So N processes at batch B/N see exactly the examples, batches and optimiser steps of one process at batch
+    B, epoch by epoch (accelerate's own sharding deals out whole batches round-robin and pads the last round
+    with repeated examples: other batches, and a few examples counted twice per epoch). Every rank uses rank
+    0's order (broadcast once per epoch), so samplers that draw from the global RNG agree too."""
+
+    def __init__(self, sampler, per_rank: int, rank: int, world: int):
+        self.sampler, self.per_rank, self.rank, self.world = sampler, per_rank, rank, world
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / (self.per_rank * self.world))
+
+    def __iter__(self):
+        order = broadcast(list(self.sampler))
+        size = self.per_rank * self.world
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            yield batch[self.rank * self.per_rank : (self.rank + 1) * self.per_rank] or [FILLER]
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
 
 class PerCETrainer(Trainer):
@@ -50,9 +115,39 @@ class PerCETrainer(Trainer):
         # Makes the Trainer count target tokens over all micro-batches (and ranks) of a step:
         # that count arrives here as num_items_in_batch.
         self.model_accepts_loss_kwargs = True
-        # Since the last log: NLL sum and count on personal / other target tokens, then the weight sum and
-        # the counts of tokens whose weight signal sat at the lower / upper clip bound.
-        self.token_stats = torch.zeros(7, dtype=torch.float64)
+        # Since the last log: NLL sum and count on personal / other target tokens, the weight sum, the counts
+        # of tokens whose weight signal sat at the lower / upper clip bound, and the examples trained on.
+        self.token_stats = torch.zeros(8, dtype=torch.float64)
+
+    def get_train_dataloader(self) -> DataLoader:
+        """One process: the Trainer's own loader. Several: RankShare's shares of one process's batches."""
+        world = self.args.world_size
+        if world == 1:
+            return super().get_train_dataloader()
+        per_rank = self._train_batch_size
+        if self.args.train_sampling_strategy == "group_by_length":
+            # megabatches of one process's optimiser step, as the Trainer forms them with one process
+            lengths = [len(item["input_ids"]) for item in self.train_dataset]
+            megabatch = per_rank * world * self.args.gradient_accumulation_steps
+            order = LengthGroupedSampler(megabatch, lengths=lengths)
+        else:
+            # accelerate swaps it for its seeded sampler (data_seed + epoch), as it does with one process
+            order = RandomSampler(self.train_dataset)
+        shares = RankShare(order, per_rank, self.args.process_index, world)
+        loader = DataLoader(
+            WithFiller(self.train_dataset),
+            batch_sampler=shares,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        loader = self.accelerator.prepare(loader)
+        # The shares are already this rank's: make accelerate's own sharding wrapper a passthrough (as the
+        # Trainer does for its rank-aware BatchRebalanceSampler).
+        wrapper = getattr(loader, "batch_sampler", None)
+        if wrapper is not None and getattr(wrapper, "batch_sampler", None) is shares:
+            wrapper.num_processes, wrapper.process_index = 1, 0
+        return loader
 
     def token_weights(self, model, inputs, labels, logits, nll):
         signal = weight_signal(self.loss_cfg)
@@ -74,7 +169,7 @@ class PerCETrainer(Trainer):
         labels = tail(inputs["labels"], inputs["keep"])
         nll = token_nll(logits, labels)
         weights = self.token_weights(model, inputs, labels, logits, nll)
-        self.track_token_stats(nll.detach(), labels, inputs["personal"], weights)
+        self.track_token_stats(nll.detach(), labels, inputs["personal"], weights, example_count(inputs))
         values = None
         if weights is not None:
             values = normalized(weights.values, labels != IGNORE, self.loss_cfg.normalize)
@@ -109,7 +204,7 @@ class PerCETrainer(Trainer):
         item = self.train_dataset[inputs["index"][row]]
         return repr(item.get("id", f"#{inputs['index'][row]}"))
 
-    def track_token_stats(self, nll: torch.Tensor, labels, personal, weights) -> None:
+    def track_token_stats(self, nll: torch.Tensor, labels, personal, weights, examples: int) -> None:
         target = labels != IGNORE
         personal = personal & target
         other = target & ~personal
@@ -121,25 +216,39 @@ class PerCETrainer(Trainer):
             at_min = (weights.at_min & target).sum() if weights.at_min is not None else zero
             at_max = (weights.at_max & target).sum() if weights.at_max is not None else zero
         stats = [(nll * personal).sum(), personal.sum(), (nll * other).sum(), other.sum()]
-        stats = torch.stack([*stats, weight_sum, at_min, at_max]).double()
+        stats = torch.stack([*stats, weight_sum, at_min, at_max, nll.new_tensor(examples)]).double()
         # Kept on the device: reading it back (a sync) happens only when a log line is written.
         self.token_stats = self.token_stats.to(stats.device) + stats
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         """Adds the mean (unweighted) NLL of personal and other target tokens since the last log, the mean
-        loss weight, and the share of target tokens whose weight sat at each clip bound."""
-        personal_sum, personal_n, other_sum, other_n, weight_sum, at_min, at_max = self.token_stats.tolist()
+        loss weight, the share of target tokens whose weight sat at each clip bound, and the number of
+        examples trained on. With several processes these are sums over all ranks (every rank logs at the
+        same step, as the Trainer's own loss gather requires), so they are the run's values, not rank 0's."""
         if "loss" in logs:
+            if self.args.world_size > 1:
+                self.token_stats = self.accelerator.reduce(self.token_stats, reduction="sum")
+            personal_sum, personal_n, other_sum, other_n, weight_sum, at_min, at_max, examples = (
+                self.token_stats.tolist()
+            )
             if personal_n:
-                logs["personal_loss"] = round(personal_sum / personal_n, 4)
+                logs["personal_loss"] = personal_sum / personal_n
             if other_n:
-                logs["nonpersonal_loss"] = round(other_sum / other_n, 4)
+                logs["nonpersonal_loss"] = other_sum / other_n
             if tokens := personal_n + other_n:
-                logs["weight_mean"] = round(weight_sum / tokens, 4)
-                logs["weight_at_min"] = round(at_min / tokens, 4)
-                logs["weight_at_max"] = round(at_max / tokens, 4)
+                logs["weight_mean"] = weight_sum / tokens
+                logs["weight_at_min"] = at_min / tokens
+                logs["weight_at_max"] = at_max / tokens
+            logs["examples"] = int(examples)
             self.token_stats.zero_()
         super().log(logs, *args, **kwargs)
+
+
+def example_count(inputs: dict) -> int:
+    """Training examples in a micro-batch (filler rows, index None, not counted)."""
+    if "index" not in inputs:
+        return int(inputs["input_ids"].shape[0])
+    return sum(1 for index in inputs["index"] if index is not None)
 
 
 class RoundsRefresh(TrainerCallback):
@@ -175,11 +284,16 @@ class LogHistory(TrainerCallback):
             self.tracker.log({f"{self.prefix}/{k}": v for k, v in logs.items()}, step=None)
 
 
-def total_steps(train_cfg, n_examples: int) -> int:
-    """Optimiser steps of the main training: ``train.steps``, or ``train.epochs`` passes over the data."""
+def total_steps(train_cfg, n_examples: int, processes: int | None = None) -> int:
+    """Optimiser steps of the main training: ``train.steps``, or ``train.epochs`` passes over the data.
+
+    An epoch is counted in examples over all processes (default: this run's process count): each step's
+    micro-batch is ``batch_size`` examples on each of the processes, so N processes at batch B/N take the
+    steps of one process at batch B (see RankShare), not N times as many epochs."""
     if train_cfg.epochs is None:
         return int(train_cfg.steps)
-    batches_per_epoch = math.ceil(n_examples / train_cfg.batch_size)
+    processes = processes or rank_and_world()[1]
+    batches_per_epoch = math.ceil(n_examples / (train_cfg.batch_size * processes))
     return max(1, math.ceil(train_cfg.epochs * batches_per_epoch / train_cfg.grad_accum))
 
 
@@ -213,6 +327,8 @@ def training_arguments(
         # non-reentrant: works with frozen inputs (LoRA) and with the no-grad counterfactual pass
         activation_checkpointing_kwargs={"use_reentrant": False},
         ddp_backend=ddp_backend,  # several processes: the Trainer's own DDP / FSDP / DeepSpeed
+        # FSDP on CPU: keep the worker's process state, which routes accelerate to FSDP (worker.py)
+        accelerator_config={"use_configured_state": True} if cpu_fsdp() else None,
     )
 
 
@@ -236,6 +352,63 @@ def last_complete_checkpoint(work_dir: Path) -> str | None:
     return None
 
 
+@dataclass
+class Trained:
+    history: list[dict]  # the Trainer's log history
+    model: object | None  # the trained model, complete and unsharded, on rank 0 (None on the other ranks)
+
+
+def is_sharded(trainer: Trainer) -> bool:
+    """Whether the weights are split over the ranks (FSDP, DeepSpeed ZeRO-3): no rank holds the model."""
+    if trainer.is_fsdp_enabled:
+        return True
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
+
+
+def trained_model(trainer: Trainer):
+    """The trained model as one plain module on rank 0 (None elsewhere); every rank must call this.
+
+    Unsharded (one process, DDP, ZeRO-2) it is the model itself. Sharded, every rank takes part in
+    accelerate's gathering of the full state dict (FSDP's full state dict, ZeRO-3's 16-bit consolidation),
+    and rank 0 loads it into a fresh copy of the architecture, so the saved checkpoint is complete and loads
+    with plain ``AutoModelForCausalLM`` (saving rank 0's own module would write its shards only)."""
+    accelerator = trainer.accelerator
+    if not is_sharded(trainer):
+        return accelerator.unwrap_model(trainer.model) if accelerator.is_main_process else None
+    state = accelerator.get_state_dict(trainer.model_wrapped)  # a collective: every rank
+    if not accelerator.is_main_process:
+        return None
+    return rebuilt(accelerator.unwrap_model(trainer.model), state)
+
+
+def rebuilt(sharded, state: dict):
+    """A plain CPU module of ``sharded``'s architecture (and LoRA adapters) holding the full ``state``."""
+    from peft import PeftModel, get_peft_model
+
+    peft_config = sharded.peft_config["default"] if isinstance(sharded, PeftModel) else None
+    base = sharded.get_base_model() if peft_config is not None else sharded
+    with torch.device("meta"):  # no second random initialisation: the weights come from `state`
+        model = type(base)(base.config)
+        if peft_config is not None:
+            model = get_peft_model(model, peft_config)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    tied = set(getattr(base, "_tied_weights_keys", None) or {})
+    missing = [k for k in missing if not any(k.endswith(t) for t in tied)]
+    if missing or unexpected:
+        raise PercontrastError(
+            f"gathered state dict does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    (model.get_base_model() if peft_config is not None else model).tie_weights()
+    # Buffers that are not saved (rotary frequencies) are not sharded either: every rank has them.
+    buffers = dict(sharded.named_buffers())
+    for name, buffer in model.named_buffers():
+        if buffer.is_meta and name in buffers:
+            owner, _, leaf = name.rpartition(".")
+            model.get_submodule(owner)._buffers[leaf] = buffers[name].detach().to("cpu", copy=True)
+    return model
+
+
 def fit(
     model,
     tokenizer,
@@ -254,8 +427,9 @@ def fit(
     ddp_backend: str | None = None,
     score_table: ScoreTable | None = None,
     extra_callbacks: tuple = (),
-) -> list[dict]:
-    """Train in place; resumes from the last Trainer checkpoint in ``work_dir`` after a crash."""
+) -> Trained:
+    """Train; resumes from the last Trainer checkpoint in ``work_dir`` after a crash. Every rank of a
+    multi-process run calls this; the trained model comes back on rank 0 (see trained_model)."""
     trainer = PerCETrainer(
         model=model,
         args=training_arguments(train_cfg, work_dir, steps, seed, device, bf16, ddp_backend),
@@ -267,5 +441,9 @@ def fit(
         callbacks=[RichProgressCallback(description), LogHistory(tracker, description), *extra_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar shows the loss instead
+    kind = trainer.accelerator.distributed_type.value  # which parallelism accelerate chose
+    if kind != "NO":
+        processes = f"{trainer.args.world_size} process{'es' if trainer.args.world_size > 1 else ''}"
+        say(f"[dim]{description}: {processes} ({kind})[/dim]")
     trainer.train(resume_from_checkpoint=last_complete_checkpoint(work_dir))
-    return trainer.state.log_history
+    return Trained(trainer.state.log_history, trained_model(trainer))

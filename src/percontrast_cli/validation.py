@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from percontrast_cli.aloe import check_aloe_config
 from percontrast_cli.data.aloe import check_task_config
@@ -21,8 +24,57 @@ def _choice(value, name: str, allowed) -> None:
 
 
 def _at_least(value, name: str, low) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < low:
-        raise PercontrastError(f"{name}={value!r} must be a number >= {low}")
+    _number(value, name, low=low)
+
+
+def _number(value, name: str, low=None, high=None, low_open=False, high_open=False) -> None:
+    """A finite number within bounds: NaN and infinities pass every `<` test, so they are checked first."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    finite = is_number and math.isfinite(value)
+    inside = finite and (
+        (low is None or (value > low if low_open else value >= low))
+        and (high is None or (value < high if high_open else value <= high))
+    )
+    if inside:
+        return
+    if low is not None and high is not None:
+        bounds = f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        bounds = f" {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        bounds = f" {'<' if high_open else '<='} {high}"
+    else:
+        bounds = ""
+    why = " (not NaN or infinite)" if is_number and not finite else ""
+    raise PercontrastError(f"{name}={value!r} must be a number{bounds}{why}")
+
+
+def _finite_everywhere(cfg) -> None:
+    """No option anywhere holds NaN or an infinity (literal values; interpolations point at checked ones)."""
+
+    def walk(node, prefix: str) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict | list):
+                walk(value, name)
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise PercontrastError(f"{name}={value!r} must be a finite number (not NaN or infinite)")
+
+    if isinstance(cfg, DictConfig | ListConfig):
+        walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def _reference(value, name: str) -> None:
+    """An artifact reference (id, path or `latest`): never empty, never the current directory."""
+    if value is None:
+        return
+    text = str(value)
+    if not text.strip() or Path(text.strip()) == Path("."):
+        raise PercontrastError(
+            f"{name}={text!r} does not name an artifact: give an artifact id, the path of an artifact "
+            "directory, or latest"
+        )
 
 
 def _integer(value, name: str, low: int) -> None:
@@ -77,6 +129,13 @@ def validate_config(cfg) -> None:
         or not 0 < test_fraction < 1
     ):
         raise PercontrastError(f"data.test_fraction={test_fraction!r} must be a number in (0, 1)")
+    _reference(cfg.checkpoint, "checkpoint")
+    _reference(cfg.estimate, "estimate")
+    evals = cfg.report.evals
+    for index, ref in enumerate([evals] if isinstance(evals, str) or evals is None else evals):
+        _reference(
+            "" if ref is None else ref, "report.evals" if isinstance(evals, str) else f"report.evals[{index}]"
+        )
     if cfg.task.source == "longlamp" and not cfg.task.hub_dataset and not cfg.data.path:
         raise PercontrastError(
             f"task={cfg.task.name} is not public: pass its data with data.path=FILE_OR_DIR (LongLaMP schema)"
@@ -94,17 +153,15 @@ def validate_config(cfg) -> None:
     _choice(cfg.estimator.refresh, "estimator.refresh", ("online", "rounds"))
     _integer(cfg.estimator.rounds, "estimator.rounds", 1)
     _integer(cfg.estimator.batch_size, "estimator.batch_size", 1)
-    _at_least(cfg.estimator.tau, "estimator.tau", float("-inf"))
+    _number(cfg.estimator.tau, "estimator.tau")
     _choice(cfg.loss.weighting, "loss.weighting", WEIGHTINGS)
     _choice(cfg.loss.normalize, "loss.normalize", NORMALIZATIONS)
     _at_least(cfg.loss.alpha, "loss.alpha", 0)
-    _at_least(cfg.loss.clip_min, "loss.clip_min", float("-inf"))
+    _number(cfg.loss.clip_min, "loss.clip_min")
     _at_least(cfg.loss.clip_max, "loss.clip_max", cfg.loss.clip_min)
     if cfg.loss.weighting in ("exp_pir", "linear_pir"):
         _at_least(cfg.loss.clip_max, "loss.clip_max", 1)
-    _at_least(cfg.loss.keep_ratio, "loss.keep_ratio", 0)
-    if not 0 < cfg.loss.keep_ratio <= 1:
-        raise PercontrastError(f"loss.keep_ratio={cfg.loss.keep_ratio!r} must be in (0, 1]")
+    _number(cfg.loss.keep_ratio, "loss.keep_ratio", 0, 1, low_open=True)
     for key in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
         _integer(cfg.train[key], f"train.{key}", 1)
     _integer(cfg.train.lr_warmup_steps, "train.lr_warmup_steps", 0)
@@ -112,10 +169,11 @@ def validate_config(cfg) -> None:
     if cfg.train.epochs is not None and (
         not isinstance(cfg.train.epochs, int | float)
         or isinstance(cfg.train.epochs, bool)
+        or not math.isfinite(cfg.train.epochs)
         or cfg.train.epochs <= 0
     ):
         raise PercontrastError(
-            f"train.epochs={cfg.train.epochs!r} must be a number > 0 (or null: use train.steps)"
+            f"train.epochs={cfg.train.epochs!r} must be a finite number > 0 (or null: use train.steps)"
         )
     if (
         cfg.estimator.refresh == "rounds"
@@ -127,12 +185,39 @@ def validate_config(cfg) -> None:
             "each round needs at least one training step"
         )
     _integer(cfg.train.warmup_steps, "train.warmup_steps", 0)
-    _at_least(cfg.train.lr, "train.lr", 0)
+    _number(cfg.train.lr, "train.lr", low=0, low_open=True)
     if cfg.train.warmup_lr is not None:
-        _at_least(cfg.train.warmup_lr, "train.warmup_lr", 0)
+        _number(cfg.train.warmup_lr, "train.warmup_lr", low=0, low_open=True)
+    _number(cfg.train.weight_decay, "train.weight_decay", low=0)
+    _number(cfg.train.max_grad_norm, "train.max_grad_norm", low=0)
+    _integer(cfg.train.lora.r, "train.lora.r", 1)
+    _number(cfg.train.lora.alpha, "train.lora.alpha", low=0, low_open=True)
+    _number(cfg.train.lora.dropout, "train.lora.dropout", 0, 1, high_open=True)
     _integer(cfg.eval.batch_size, "eval.batch_size", 1)
     _integer(cfg.eval.max_new_tokens, "eval.max_new_tokens", 1)
     if cfg.eval.limit is not None:
         _integer(cfg.eval.limit, "eval.limit", 1)
+    _number(cfg.eval.temperature, "eval.temperature", low=0, low_open=True)
+    _number(cfg.eval.top_p, "eval.top_p", 0, 1, low_open=True)
+    _distributed(cfg.distributed)
+    _finite_everywhere(cfg)  # the options without a rule of their own above
     if cfg.tracker.name == "wandb":
         _choice(cfg.tracker.mode, "tracker.mode", ("offline", "online", "disabled"))
+
+
+def _distributed(dist) -> None:
+    _integer(dist.num_processes, "distributed.num_processes", 1)
+    _integer(dist.num_machines, "distributed.num_machines", 1)
+    rank = dist.machine_rank
+    try:  # from Slurm's environment it arrives as a string
+        rank = int(str(rank))
+    except ValueError:
+        pass
+    if not isinstance(rank, int) or not 0 <= rank < dist.num_machines:
+        raise PercontrastError(
+            f"distributed.machine_rank={dist.machine_rank!r} must be an integer in [0, "
+            f"distributed.num_machines={dist.num_machines})"
+        )
+    _integer(dist.main_process_port, "distributed.main_process_port", 1)
+    if dist.main_process_port > 65535:
+        raise PercontrastError(f"distributed.main_process_port={dist.main_process_port} must be <= 65535")

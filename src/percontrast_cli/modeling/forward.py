@@ -19,7 +19,7 @@ def tail(tensor: torch.Tensor, keep: int) -> torch.Tensor:
     return tensor[:, -keep:]
 
 
-def _unwrapped(model):
+def unwrapped(model):
     """The transformers model under DDP / FSDP / peft wrappers (whose forward passes keyword arguments on)."""
     while hasattr(model, "module"):
         model = model.module
@@ -38,7 +38,8 @@ def target_logits(model, batch: dict, prefix: str = "") -> torch.Tensor:
         "input_ids": batch[f"{prefix}input_ids"],
         "attention_mask": batch[f"{prefix}attention_mask"],
         "position_ids": batch[f"{prefix}position_ids"],
+        "use_cache": False,  # teacher-forced passes only: a KV cache would be memory for nothing
     }
-    if _accepts_logits_to_keep(type(_unwrapped(model))):
+    if _accepts_logits_to_keep(type(unwrapped(model))):
         return model(**inputs, logits_to_keep=keep).logits
     return tail(model(**inputs).logits, keep)  # models without the option: full logits, then the tail

@@ -9,7 +9,6 @@ import torch
 from omegaconf import OmegaConf
 
 from percontrast_cli.artifacts import Artifact
-from percontrast_cli.errors import PercontrastError
 from percontrast_cli.identity import model_identity
 from percontrast_cli.modeling.load import (
     converted_smollm2,
@@ -84,10 +83,4 @@ def recorded(ctx: Context) -> dict:
 
 def named_checkpoint(ctx: Context, ref: str) -> Artifact:
     """A `checkpoint` (or base `model`) artifact named by id, path or `latest`."""
-    try:
-        return ctx.store.resolve("checkpoint", ref)
-    except PercontrastError:
-        found = ctx.store.find("model", ref) if ref != "latest" and "/" not in str(ref) else None
-        if found is None:
-            raise
-        return found
+    return ctx.store.resolve("checkpoint", ref, also=("model",))

@@ -45,7 +45,7 @@ def train_checkpoint(
         model, tokenizer, history = run_training(
             ctx, identity.id, start, data, loss_cfg, source, steps, tag, scores, work_dir
         )
-        if is_main():  # the weights are the same on every rank; one writes them
+        if is_main():  # fit gathered the trained model (sharded or not) onto rank 0; it writes
             save_trained(model, tokenizer, tmp)
             (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
         return f" ({tag})"
@@ -93,7 +93,7 @@ def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag
             ).values
 
         callbacks = (RoundsRefresh(table, boundaries, rescore),)
-    history = fit(
+    trained = fit(
         model,
         tokenizer,
         items,
@@ -111,7 +111,7 @@ def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag
         score_table=table,
         extra_callbacks=callbacks,
     )
-    return model, tokenizer, history
+    return trained.model, tokenizer, trained.history  # the model: rank 0's complete copy (None elsewhere)
 
 
 def warmup(ctx: Context, base: Artifact, data: TaskData) -> Artifact:
