@@ -16,7 +16,17 @@ LAYERS = {
     "stages": 3,
     "cli": 4,
 }
-STORE = {"artifacts", "identity", "errors", "fingerprint", "distributed", "progress", "tracking"}
+STORE = {
+    "artifacts",
+    "identity",
+    "integrity",  # content hashes of payload files
+    "interrupts",  # Ctrl-C / SIGTERM as one line
+    "errors",
+    "fingerprint",
+    "distributed",
+    "progress",
+    "tracking",
+}
 
 
 def layer_of(module: str) -> int:
