@@ -12,18 +12,10 @@ import csv
 import sys
 from pathlib import Path
 
-# Shown when the report has them, in this order.
-METRICS = (
-    "persona_recall",
-    "persona_over_insertion",
-    "persona_leakage",
-    "reference_nll",
-    "personal_token_acc",
-    "nonpersonal_token_acc",
-    "rougeL",
-    "meteor",
-    "generated_words",
-)
+from percontrast_cli.report import CONSOLE
+
+# Shown when the report has them, in this order: the report's own headline metrics.
+METRICS = CONSOLE
 
 
 def value(row: dict, metric: str) -> str:
