@@ -26,9 +26,13 @@ Build = Callable[[Path, dict], str | None]
 def job_dir() -> Path | None:
     """The job's own directory (Hydra's output dir, or the launcher's for a worker); None outside a job."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
+    # Hydra's config can be set without a job (an in-process `--cfg` or compose): then there is no job dir.
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir") if hydra_cfg is not None else None
+    if output_dir:
+        return Path(output_dir)
     return Path(os.environ[JOB_DIR_ENV]) if os.environ.get(JOB_DIR_ENV) else None
 
 
