@@ -92,7 +92,6 @@ def evaluate_dialogue(ctx: Context, checkpoint: Artifact) -> Artifact:
 
     # A checkpoint trained on another task evaluated here (the paper's cross-scenario test): both recorded.
     extra = {
-        "run_config": OmegaConf.to_container(cfg, resolve=True),
         "tasks": {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name},
     }
     identity = Identity("eval", config, inputs)

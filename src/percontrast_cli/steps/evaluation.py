@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from percontrast_cli.artifacts import Artifact
 from percontrast_cli.data.encode import end_of_turn_id
@@ -60,7 +59,6 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
 
     # A checkpoint trained on one task can be evaluated on another (cross-task transfer): both are recorded.
     extra = {
-        "run_config": OmegaConf.to_container(cfg, resolve=True),
         "tasks": {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name},
     }
     result = produce(ctx, identity, build, role="eval", done="evaluated", extra=extra)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from percontrast_cli.artifacts import Artifact
 from percontrast_cli.identity import model_identity
@@ -55,7 +54,7 @@ def pretrained_model(ctx: Context) -> Artifact:
         manifest["inputs"]["tokenizer"] = tokenizer_fingerprint(tokenizer)
         return f" ({location})"
 
-    return produce(ctx, identity, build, role="model", done="registered", extra=recorded(ctx))
+    return produce(ctx, identity, build, role="model", done="registered")
 
 
 def base_model(ctx: Context, data: TaskData) -> Artifact:
@@ -72,13 +71,7 @@ def base_model(ctx: Context, data: TaskData) -> Artifact:
         tokenizer.save_pretrained(tmp / "model")
         manifest["inputs"]["tokenizer"] = tokenizer_fingerprint(tokenizer)
 
-    return produce(ctx, model_identity(cfg, data_fp=data.train_fp), build, role="model", extra=recorded(ctx))
-
-
-def recorded(ctx: Context) -> dict:
-    """The job's resolved config, recorded beside the id (not part of it): what `eval checkpoint=<model>`
-    inherits (steps.inherit)."""
-    return {"run_config": OmegaConf.to_container(ctx.cfg, resolve=True)}
+    return produce(ctx, model_identity(cfg, data_fp=data.train_fp), build, role="model")
 
 
 def named_checkpoint(ctx: Context, ref: str) -> Artifact:

@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from percontrast_cli.artifacts import JOB_ARTIFACTS, Artifact
 from percontrast_cli.distributed import is_main
 from percontrast_cli.identity import Identity
@@ -62,7 +64,8 @@ def produce(
 ) -> Artifact:
     """The artifact `identity` names: reused when it exists (another process building it is waited for),
     otherwise built by `build` into a temp dir and published atomically. ``extra``: manifest entries that
-    are recorded but are not part of the id."""
+    are recorded but are not part of the id; every manifest also records the job's resolved config
+    (`run_config`: what consumers inherit, see steps.inherit, and what `report` reads)."""
     kind, artifact_id = identity.kind, identity.id
     found = ctx.store.claim(kind, artifact_id)
     if found is not None:
@@ -70,9 +73,8 @@ def produce(
     else:
         # a copy: `build` may add inputs to the manifest (e.g. the tokenizer) without changing the identity
         inputs = dict(identity.inputs)
-        with ctx.store.create(
-            kind, artifact_id, identity.config, inputs, code=identity.code, **(extra or {})
-        ) as (
+        recorded = {"run_config": OmegaConf.to_container(ctx.cfg, resolve=True), **(extra or {})}
+        with ctx.store.create(kind, artifact_id, identity.config, inputs, code=identity.code, **recorded) as (
             tmp,
             manifest,
         ):

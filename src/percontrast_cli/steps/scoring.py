@@ -12,6 +12,7 @@ from percontrast_cli.diagnostics import check_scores
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.estimate import (
     TokenRecord,
+    auroc,
     classifier_metrics,
     load_labels,
     load_scores,
@@ -54,7 +55,7 @@ def score_training_set(ctx: Context, kind: str, checkpoint: Artifact, data: Task
         )
         return write_scores(ctx, tmp, manifest, kind, data, records, checkpoint.id)
 
-    artifact = produce(ctx, identity, build, role=kind, extra={"run_config": container(ctx.cfg)})
+    artifact = produce(ctx, identity, build, role=kind)
     if kind == "estimate":
         show_estimate_metrics(ctx, artifact)
     return artifact
@@ -70,12 +71,6 @@ def training_set_identity(ctx: Context, kind: str, checkpoint: Artifact, data: T
         data_fp=data.train_fp,
         tokenizer_fp=checkpoint.inputs["tokenizer"],
     )
-
-
-def container(cfg) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def write_scores(ctx, tmp: Path, manifest: dict, kind: str, data: TaskData, records, source: str) -> str:
@@ -94,9 +89,7 @@ def write_scores(ctx, tmp: Path, manifest: dict, kind: str, data: TaskData, reco
     save_scores(tmp, [e.id for e in data.train], rows, [r.personal for r in records])
     if kind == "estimate":
         # threshold-free, so it may be stored under an id without `tau`
-        manifest["metrics"] = {
-            k: v for k, v in classifier_metrics(records, 0.0).items() if k == "estimator_auroc"
-        }
+        manifest["metrics"] = {} if (score := auroc(records)) is None else {"estimator_auroc": score}
     return ""
 
 

@@ -51,7 +51,7 @@ def train_checkpoint(
         return f" ({tag})"
 
     # recorded, not part of the id (the data and the settings that matter are)
-    extra = {"tag": tag, "train_task": cfg.task.name, "run_config": OmegaConf.to_container(cfg, resolve=True)}
+    extra = {"tag": tag, "train_task": cfg.task.name}
     artifact = produce(ctx, identity, build, role=role, done="trained", extra=extra)
     shutil.rmtree(work_dir, ignore_errors=True)
     return artifact
