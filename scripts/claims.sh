@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's three claims, tested on the persona task family (issue 9). One study per argument:
 #   bash scripts/claims.sh methods|lr|transfer|strength|headroom|all
-#   bash scripts/claims.sh pretrained     (issue 19; not part of `all`: sized for a GPU, see below)
+#   bash scripts/claims.sh pretrained     (issue 19; not part of `all`: SmolLM2 full fine-tuning, ~1h45 on 2 CPU cores)
 # CLAIMS_OVERRIDES (env) adds Hydra overrides to every job, e.g. smaller sizes for a smoke test.
 # Each study is a sweep of an `experiment=claims_*` preset into a fixed sweep dir and ends in a report under
 # $PERCONTRAST_OUTPUTS/reports/claims_<study>. Re-runnable: every finished job is skipped (its artifacts
@@ -67,8 +67,8 @@ if [[ $which == headroom || $which == all ]]; then
 fi
 if [[ $which == pretrained ]]; then
   # Issue 19: SmolLM2-135M-Instruct, full fine-tuning (experiment=claims_pretrained). Sizes (env):
-  start_steps=${PRETRAINED_START_STEPS:-200}  # the shared CE start: long enough for generic text to plateau
-  steps=${PRETRAINED_STEPS:-100}              # the study's extra steps from that start, every loss
+  start_steps=${PRETRAINED_START_STEPS:-80}   # the shared CE start (2.7 epochs): generic text has plateaued
+  steps=${PRETRAINED_STEPS:-15}               # the study's extra steps from that start, every loss
   seeds=${PRETRAINED_SEEDS:-0,1,2}            # seeds of the extra steps (data order); one shared start
   gate=${PRETRAINED_GATE:-0.02}               # max |change| of CE's held-out non-personal accuracy over them
   sweeps=$root/hydra/claims_pretrained
