@@ -50,8 +50,10 @@ demo-real: install-real install-wordnet
 	$(PERCONTRAST) run -m experiment=real_demo loss=ce,perce hydra.sweep.dir=outputs/hydra/demo-real
 	$(PERCONTRAST) report 'report.evals=[outputs/hydra/demo-real]' report.out_dir=outputs/reports/demo-real
 
+# One pytest worker per CPU core (pytest-xdist), each test single-threaded (tests/conftest.py); the tests that
+# launch processes on one rendezvous port share a worker (--dist loadgroup).
 test: install-dev install-wordnet install-chromium
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadgroup tests
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests scripts

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: a worker (and the processes its tests start, which inherit the
+    # variable) computes on one thread instead of every worker's torch taking every core
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 from omegaconf import OmegaConf
 
 from percontrast_cli.data import synthetic

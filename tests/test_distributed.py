@@ -19,6 +19,9 @@ from percontrast_cli.validation import validate_config
 from percontrast_cli.worker import accelerate_config, launch_plan
 
 OPTIONS = ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
+# Launched processes rendezvous on distributed.main_process_port (29500): under pytest-xdist (make test) these
+# tests and the GPU check's dry run share one worker, so no two launches meet on the port at once.
+pytestmark = pytest.mark.xdist_group("main_process_port")
 
 
 @pytest.mark.parametrize("option", OPTIONS)

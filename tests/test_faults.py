@@ -74,6 +74,7 @@ def store(finished, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("finished_store")  # one worker builds the module's finished store
 def test_eval_of_a_user_directory_touches_nothing(store, tmp_path):
     """`eval checkpoint=/path/to/my/data` used to rename the directory to `.broken-data-<time>`."""
     root, _ = store
@@ -114,6 +115,7 @@ def nan_weights(path: Path) -> None:
     ("damage", "problem"),
     [(corrupt_header, "its safetensors header is corrupt"), (nan_weights, "holds NaN or infinite values")],
 )
+@pytest.mark.xdist_group("finished_store")  # one worker builds the module's finished store
 def test_corrupt_same_size_weights_are_one_line_and_nothing_is_lost(store, tmp_path, damage, problem):
     """These were 29- and 36-line tracebacks (SafetensorError; `Input contains NaN` from scikit-learn)."""
     root, ids = store
@@ -133,6 +135,7 @@ def test_corrupt_same_size_weights_are_one_line_and_nothing_is_lost(store, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("finished_store")  # one worker builds the module's finished store
 def test_latest_names_the_damaged_checkpoint_it_passes_over(store, tmp_path):
     """`eval checkpoint=latest` with truncated weights was a traceback."""
     root, ids = store
@@ -175,6 +178,7 @@ def cli_line(name: str, *args) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("finished_store")  # one worker builds the module's finished store
 def test_a_read_only_store_serves_skips_and_reads_and_refuses_writes_in_one_line(store, tmp_path, can_mount):
     """A read-only store failed even the skips (Hydra's run dir under it); a write was a 33-line traceback."""
     root, ids = store

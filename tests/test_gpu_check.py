@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.xdist_group("main_process_port")  # its FSDP launch uses port 29500 too
 
 
 @pytest.mark.slow
