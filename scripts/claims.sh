@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's three claims, tested on the persona task family (issue 9). One study per argument:
 #   bash scripts/claims.sh methods|lr|transfer|strength|headroom|all
-#   bash scripts/claims.sh pretrained     (issue 19; not part of `all`: SmolLM2 full fine-tuning, ~1h45 on 2 CPU cores)
+#   bash scripts/claims.sh pretrained     (issue 19; not part of `all`: SmolLM2 full fine-tuning, 88 min measured on 2 CPU cores)
 # CLAIMS_OVERRIDES (env) adds Hydra overrides to every job, e.g. smaller sizes for a smoke test.
 # Each study is a sweep of an `experiment=claims_*` preset into a fixed sweep dir and ends in a report under
 # $PERCONTRAST_OUTPUTS/reports/claims_<study>. Re-runnable: every finished job is skipped (its artifacts

@@ -77,3 +77,9 @@ def random_batch(vocab: int, lengths: list[int], n_targets: list[int], seed: int
         labels[row, length - n : length] = ids[row, length - n : length]
         mask[row, :length] = 1
     return ids, labels, mask
+
+
+def pytest_collection_modifyitems(items):
+    """The `slow` tests first (a stable sort): under pytest-xdist (`make test`) a long test that starts last
+    is the suite's tail while the other workers idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -256,11 +256,27 @@ def test_a_full_disk_is_one_line_cleans_up_and_the_rerun_resumes(tmp_path, can_m
         assert "skip model" in rerun_err
 
 
+# The CLI, with training held at its first logged step >= STEP until a signal ends it. Sending the signal as
+# soon as the log line was read raced the run: on a loaded machine the line was read after the last step.
+PAUSED_CLI = """
+import sys, time
+from percontrast_cli import progress
+from percontrast_cli.cli import main
+log, held_at = progress.RichProgressCallback.on_log, int(sys.argv[1])
+def on_log(self, args, state, control, logs=None, **kwargs):
+    log(self, args, state, control, logs=logs, **kwargs)
+    if state.global_step >= held_at:
+        time.sleep(600)  # the signal's handler raises here, as it would anywhere in a training step
+progress.RichProgressCallback.on_log = on_log
+main(sys.argv[2:])
+"""
+
+
 def stop_at(args, root, cwd, step, signum):
-    """Start the CLI, send `signum` once training reports `step` or later, and wait for it to end."""
+    """Start the CLI held at training step `step` (or the first logged one after it), send `signum`, wait."""
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "percontrast_cli.cli", *args],
+        [sys.executable, "-c", PAUSED_CLI, str(step), *args],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,

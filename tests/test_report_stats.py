@@ -126,3 +126,30 @@ def test_claims_tables_condense_the_numeric_csv(tmp_path):
     assert table[3].startswith("| loss=perce | 0,1 | 0.6750 ± 0.0000 | +0.3250 [+0.")
     note = "4 test targets from 2 users; Δ: method − CE, 95% interval resampling seeds, then users"
     assert table[-1] == note + " (* excludes 0)."
+
+
+@pytest.mark.parametrize("logged_steps", [[10], [5, 10], list(range(10, 110, 10))])
+def test_token_loss_curves_show_every_group_even_from_one_logged_step(tmp_path, logged_steps):
+    """A 15-step run with log_every 10 logs one point per curve: it must still be drawn (it used to be a bare
+    one-point line, i.e. an empty plot)."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+
+    def rows(personal, nonpersonal):
+        return [
+            {
+                "history": [
+                    {"step": s, "personal_loss": personal, "nonpersonal_loss": nonpersonal}
+                    for s in logged_steps
+                ]
+            }
+        ]
+
+    summary = [{"label": "loss=ce", "rows": rows(0.1, 0.3)}, {"label": "loss=perce", "rows": rows(0.05, 0.4)}]
+    path = tmp_path / "curves.png"
+    report.plot_token_losses(summary, path)
+    pixels = imread(path)[..., :3]
+    axes_area = pixels[: int(pixels.shape[0] * 0.6)]  # the legend (with its own colour samples) sits below
+    for colour in ("C0", "C1"):
+        near = np.abs(axes_area - np.array(to_rgb(colour))).sum(axis=-1) < 0.15
+        assert near.sum() > 20, (colour, logged_steps)

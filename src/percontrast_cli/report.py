@@ -799,6 +799,9 @@ def plot_transfer_matrix(summary: list[dict], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+FEW_LOGGED_STEPS = 5  # a curve with fewer logged steps than this gets markers
+
+
 def plot_token_losses(summary: list[dict], path: Path) -> None:
     """Personal vs non-personal token loss over training steps, one colour per group (one legend entry per
     group: the line style says which tokens), seeds averaged."""
@@ -815,11 +818,14 @@ def plot_token_losses(summary: list[dict], path: Path) -> None:
                         by_step.setdefault(log["step"], []).append(log[key])
             if by_step:
                 steps = sorted(by_step)
+                few = len(steps) < FEW_LOGGED_STEPS  # one or two logged points: a bare line would not show
                 ax.plot(
                     steps,
                     [statistics.mean(by_step[s]) for s in steps],
                     style,
                     color=f"C{index}",
+                    marker="o" if few else None,
+                    markerfacecolor=f"C{index}" if style == "-" else "none",
                     label="_nolegend_" if labelled else entry["label"],
                 )
                 labelled = True
