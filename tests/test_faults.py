@@ -256,8 +256,8 @@ def test_a_full_disk_is_one_line_cleans_up_and_the_rerun_resumes(tmp_path, can_m
         assert "skip model" in rerun_err
 
 
-# The CLI, with training held at its first logged step >= STEP until a signal ends it. Sending the signal as
-# soon as the log line was read raced the run: on a loaded machine the line was read after the last step.
+# The CLI, with training held at its first logged step >= STEP until a signal ends it, so the signal lands
+# mid-training however loaded the machine is (the 16 tiny steps take well under a second).
 PAUSED_CLI = """
 import sys, time
 from percontrast_cli import progress
@@ -282,6 +282,8 @@ def stop_at(args, root, cwd, step, signum):
         text=True,
         cwd=cwd,
         env=env,
+        # as in a terminal: an xdist worker ignores SIGINT, and an ignored signal stays ignored in a child
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines, sent = [], False
     for line in proc.stderr:
