@@ -6,17 +6,17 @@ import os
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+
+from percontrast_cli.data import synthetic
+from percontrast_cli.data.encode import encode_example
+from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one worker per core: a worker (and the processes its tests start, which inherit the
     # variable) computes on one thread instead of every worker's torch taking every core
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-from omegaconf import OmegaConf
-
-from percontrast_cli.data import synthetic
-from percontrast_cli.data.encode import encode_example
-from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
 
 TINY = OmegaConf.create(
     {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_length": 256}

@@ -818,7 +818,7 @@ def plot_token_losses(summary: list[dict], path: Path) -> None:
                         by_step.setdefault(log["step"], []).append(log[key])
             if by_step:
                 steps = sorted(by_step)
-                few = len(steps) < FEW_LOGGED_STEPS  # one or two logged points: a bare line would not show
+                few = len(steps) < FEW_LOGGED_STEPS  # a one-point line draws nothing
                 ax.plot(
                     steps,
                     [statistics.mean(by_step[s]) for s in steps],
