@@ -14,8 +14,9 @@ from percontrast_cli.evaluate import generate, prompt_ids
 from percontrast_cli.losses import token_nll
 from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.modeling.lora import wrap_lora
+from percontrast_cli.steps.training import total_steps
 from percontrast_cli.tracking import NullTracker
-from percontrast_cli.train import RoundsRefresh, ScoreTable, fit, total_steps
+from percontrast_cli.train import RoundsRefresh, ScoreTable, fit
 from percontrast_cli.validation import validate_config
 
 from .conftest import loss_config

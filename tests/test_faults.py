@@ -260,7 +260,7 @@ def test_a_full_disk_is_one_line_cleans_up_and_the_rerun_resumes(tmp_path, can_m
 # mid-training however loaded the machine is (the 16 tiny steps take well under a second).
 PAUSED_CLI = """
 import sys, time
-from percontrast_cli import progress
+from percontrast_cli import training_progress as progress
 from percontrast_cli.cli import main
 log, held_at = progress.RichProgressCallback.on_log, int(sys.argv[1])
 def on_log(self, args, state, control, logs=None, **kwargs):

@@ -10,7 +10,8 @@ from percontrast_cli.contrast import has_active_dropout
 from percontrast_cli.data.encode import IGNORE, Collator
 from percontrast_cli.modeling.forward import target_logits
 from percontrast_cli.modeling.lora import wrap_lora
-from percontrast_cli.train import FILLER, RankShare, ScoreTable, WithFiller, rebuilt, total_steps
+from percontrast_cli.steps.training import total_steps
+from percontrast_cli.train import FILLER, RankShare, ScoreTable, WithFiller, rebuilt
 
 
 def one_process_batches(order, batch):

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from percontrast_cli.contrast import target_nll
 from percontrast_cli.data.encode import Collator, flat_targets, target_count
@@ -75,6 +74,8 @@ def teacher_forced_pass(
 
 def auroc(records: list[TokenRecord]) -> float | None:
     """AUROC of PerContrast scores against ground-truth personal-token labels (None without labels)."""
+    from sklearn.metrics import roc_auc_score  # here, not at the top: sklearn takes a second to import
+
     labels = np.concatenate([r.personal for r in records])
     if labels.all() or not labels.any():
         return None
@@ -84,6 +85,8 @@ def auroc(records: list[TokenRecord]) -> float | None:
 def classifier_metrics(records: list[TokenRecord], tau: float) -> dict[str, float]:
     """PerContrast as a personal-token classifier: precision, recall and F1 of ``s_t > tau`` against the
     ground-truth personal spans, with AUROC (empty without labels)."""
+    from sklearn.metrics import precision_recall_fscore_support  # (as in auroc)
+
     labels = np.concatenate([r.personal for r in records]).astype(bool)
     if labels.all() or not labels.any():
         return {}

@@ -5,11 +5,11 @@ reference, and the estimator's AUROC against the ground-truth personal spans."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from rich.table import Table
-from transformers import GenerationConfig
 
 from percontrast_cli.data.encode import IGNORE, pad_left
 from percontrast_cli.data.schema import Example
@@ -18,6 +18,9 @@ from percontrast_cli.estimate import TokenRecord, classifier_metrics, length_bat
 from percontrast_cli.metrics import text_metrics, text_scores
 from percontrast_cli.persona_metrics import persona_metrics, score_generation, value_pool
 from percontrast_cli.progress import track
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig
 
 
 def token_metrics(records: list[TokenRecord], tau: float) -> dict[str, float]:
@@ -98,6 +101,8 @@ def prompt_ids(item: dict) -> list[int]:
 def decoding_config(eval_cfg, pad_id: int, stop_ids: list[int]) -> GenerationConfig:
     """Decoding pinned by ``eval.*`` alone: a checkpoint's own generation_config (a repetition penalty, a
     sampling default) never leaks in."""
+    from transformers import GenerationConfig  # here: transformers.generation takes seconds to import
+
     sampling = {"temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p} if eval_cfg.do_sample else {}
     return GenerationConfig(
         max_new_tokens=eval_cfg.max_new_tokens,

@@ -50,6 +50,7 @@ NEVER_KEYS = frozenset(
         "report",
         "heatmap",
         "progress",
+        "training_progress",  # the training run's progress bar and lines
         "tracking",
         "errors",
         "artifacts",

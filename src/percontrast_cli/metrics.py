@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
-from rouge_score import rouge_scorer
 
 from percontrast_cli.errors import PercontrastError
 
@@ -44,6 +43,8 @@ METEOR_PARAMS = {"alpha": 0.9, "beta": 3.0, "gamma": 0.5}  # evaluate's meteor d
 
 def rouge_scores(predictions: list[str], references: list[str], stemmer: bool = False) -> dict:
     """Per-example ROUGE-1 and ROUGE-L F1."""
+    from rouge_score import rouge_scorer  # here, not at the top: it imports all of nltk (1.5 s)
+
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=stemmer)
     scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
     return {name: np.array([s[name].fmeasure for s in scores]) for name in ("rouge1", "rougeL")}

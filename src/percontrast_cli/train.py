@@ -18,11 +18,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from percontrast_cli.contrast import contrast_scores
 from percontrast_cli.data.encode import IGNORE, Collator, at_targets
-from percontrast_cli.distributed import broadcast, cpu_fsdp, rank_and_world
+from percontrast_cli.distributed import broadcast, cpu_fsdp
 from percontrast_cli.errors import PercontrastError
 from percontrast_cli.losses import normalized, token_nll, token_weights, weight_signal, weighted_nll
 from percontrast_cli.modeling.forward import tail, target_logits
-from percontrast_cli.progress import RichProgressCallback, say
+from percontrast_cli.progress import say
+from percontrast_cli.training_progress import RichProgressCallback
 
 
 class ScoreTable:
@@ -282,19 +283,6 @@ class LogHistory(TrainerCallback):
         if logs:
             logs = {**logs, "step": state.global_step}  # the curve's x axis (tracking.WandbTracker.log)
             self.tracker.log({f"{self.prefix}/{k}": v for k, v in logs.items()}, step=None)
-
-
-def total_steps(train_cfg, n_examples: int, processes: int | None = None) -> int:
-    """Optimiser steps of the main training: ``train.steps``, or ``train.epochs`` passes over the data.
-
-    An epoch is counted in examples over all processes (default: this run's process count): each step's
-    micro-batch is ``batch_size`` examples on each of the processes, so N processes at batch B/N take the
-    steps of one process at batch B (see RankShare), not N times as many epochs."""
-    if train_cfg.epochs is None:
-        return int(train_cfg.steps)
-    processes = processes or rank_and_world()[1]
-    batches_per_epoch = math.ceil(n_examples / (train_cfg.batch_size * processes))
-    return max(1, math.ceil(train_cfg.epochs * batches_per_epoch / train_cfg.grad_accum))
 
 
 def training_arguments(

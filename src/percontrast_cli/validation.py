@@ -83,10 +83,17 @@ def _integer(value, name: str, low: int) -> None:
         raise PercontrastError(f"{name}={value!r} must be an integer >= {low}")
 
 
-def _scheduler_names() -> tuple[str, ...]:
+# Learning-rate schedules every transformers release has: they pass without importing SchedulerType, whose
+# module imports the Trainer's dependencies (peft and more: seconds, in every command, `report` included).
+COMMON_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+
+
+def _check_scheduler(name) -> None:
+    if name in COMMON_SCHEDULERS:
+        return
     from transformers import SchedulerType
 
-    return tuple(s.value for s in SchedulerType)
+    _choice(name, "train.scheduler", tuple(s.value for s in SchedulerType))
 
 
 def validate_config(cfg) -> None:
@@ -165,7 +172,7 @@ def validate_config(cfg) -> None:
     for key in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
         _integer(cfg.train[key], f"train.{key}", 1)
     _integer(cfg.train.lr_warmup_steps, "train.lr_warmup_steps", 0)
-    _choice(cfg.train.scheduler, "train.scheduler", _scheduler_names())
+    _check_scheduler(cfg.train.scheduler)
     if cfg.train.epochs is not None and (
         not isinstance(cfg.train.epochs, int | float)
         or isinstance(cfg.train.epochs, bool)

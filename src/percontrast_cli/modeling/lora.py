@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, get_peft_model
+# peft is imported in the functions: it takes seconds to import, and only a LoRA training run needs it.
 
 
 def wrap_lora(model, lora_cfg):
+    from peft import LoraConfig, get_peft_model
+
     config = LoraConfig(
         task_type="CAUSAL_LM",
         r=lora_cfg.r,
@@ -20,6 +22,8 @@ def wrap_lora(model, lora_cfg):
 
 
 def save_trained(model, tokenizer, out_dir: Path) -> None:
+    from peft import PeftModel
+
     if isinstance(model, PeftModel):
         model.save_pretrained(out_dir / "adapter")
         tokenizer.save_pretrained(out_dir / "adapter")

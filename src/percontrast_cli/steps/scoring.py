@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,7 +26,9 @@ from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
 from percontrast_cli.steps.task_data import TaskData, encode_items, retriever
-from percontrast_cli.train import ScoreTable
+
+if TYPE_CHECKING:
+    from percontrast_cli.train import ScoreTable
 
 
 def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
@@ -142,6 +145,9 @@ def round_estimate(
 
 def score_table(artifact: Artifact, data: TaskData, tokenizer_fp: str) -> ScoreTable:
     """Per-token values of an estimate/reference artifact, checked against the data and tokenizer in use."""
+    # imported here: `train` imports transformers' Trainer (seconds), which only a job that trains needs
+    from percontrast_cli.train import ScoreTable
+
     artifact.require_input("data", data.train_fp, "training data")
     artifact.require_input("tokenizer", tokenizer_fp, "tokenizer")
     values = load_scores(artifact.path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,6 @@ from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
 from percontrast_cli.steps.scoring import estimate, reference_nll, round_estimate, score_table
 from percontrast_cli.steps.task_data import TaskData, encode_items
-from percontrast_cli.train import RoundsRefresh, fit, total_steps
 
 
 def train_checkpoint(
@@ -76,6 +76,10 @@ def training_identity(ctx: Context, start: Artifact, data: TaskData, loss_cfg, s
 
 def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag, scores, work_dir):
     """Load the start, wrap it (LoRA), encode the training set and fit; returns model, tokenizer, log."""
+    # imported here: `train` imports transformers' Trainer (seconds), which a job whose checkpoint exists
+    # never needs (a rerun of a finished sweep skips every job)
+    from percontrast_cli.train import RoundsRefresh, fit
+
     cfg = ctx.cfg
     model, tokenizer = load_model(ctx, start, training=True)
     if cfg.train.peft == "lora":
@@ -131,6 +135,19 @@ def starting_point(ctx: Context, data: TaskData) -> Artifact:
     if ctx.cfg.checkpoint is not None:
         return named_checkpoint(ctx, ctx.cfg.checkpoint)
     return warmup(ctx, base_model(ctx, data), data)
+
+
+def total_steps(train_cfg, n_examples: int, processes: int | None = None) -> int:
+    """Optimiser steps of the main training: ``train.steps``, or ``train.epochs`` passes over the data.
+
+    An epoch is counted in examples over all processes (default: this run's process count): each step's
+    micro-batch is ``batch_size`` examples on each of the processes, so N processes at batch B/N take the
+    steps of one process at batch B (see RankShare), not N times as many epochs."""
+    if train_cfg.epochs is None:
+        return int(train_cfg.steps)
+    processes = processes or rank_and_world()[1]
+    batches_per_epoch = math.ceil(n_examples / (train_cfg.batch_size * processes))
+    return max(1, math.ceil(train_cfg.epochs * batches_per_epoch / train_cfg.grad_accum))
 
 
 def needs_estimate(cfg) -> bool:
