@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from percontrast_cli.cli import main
-from percontrast_cli.validation import validate_config
+from percontrast_cli.validation import COMMON_SCHEDULERS, validate_config
 
 
 def cli(*args, cwd=None, env=None):
@@ -120,6 +120,13 @@ def test_every_config_option_composes_and_validates(override):
     with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
         cfg = compose("config", overrides=[override, *COMPANIONS.get(override, [])])
     validate_config(cfg)
+
+
+def test_the_schedulers_validation_accepts_unimported_are_transformers_own():
+    # validation lets these through without importing SchedulerType: each must be one it would accept
+    from transformers import SchedulerType
+
+    assert set(COMMON_SCHEDULERS) <= {s.value for s in SchedulerType}
 
 
 def test_outputs_pointing_at_a_file_is_one_line(tmp_path, monkeypatch, capsys):

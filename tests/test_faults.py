@@ -260,14 +260,14 @@ def test_a_full_disk_is_one_line_cleans_up_and_the_rerun_resumes(tmp_path, can_m
 # mid-training however loaded the machine is (the 16 tiny steps take well under a second).
 PAUSED_CLI = """
 import sys, time
-from percontrast_cli import training_progress as progress
 from percontrast_cli.cli import main
-log, held_at = progress.RichProgressCallback.on_log, int(sys.argv[1])
+from percontrast_cli.training_progress import RichProgressCallback
+log, held_at = RichProgressCallback.on_log, int(sys.argv[1])
 def on_log(self, args, state, control, logs=None, **kwargs):
     log(self, args, state, control, logs=logs, **kwargs)
     if state.global_step >= held_at:
         time.sleep(600)  # the signal's handler raises here, as it would anywhere in a training step
-progress.RichProgressCallback.on_log = on_log
+RichProgressCallback.on_log = on_log
 main(sys.argv[2:])
 """
 
