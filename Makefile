@@ -67,11 +67,11 @@ bench: install-real
 	$(PIP) -e ".[bench]"
 	$(PY) scripts/bench_train.py
 
-# Every number and plot of the README's Results section (long: about two hours on 2 CPU cores).
+# Every number and plot of the README's "What the tool has found so far" (long: about two hours on 2 CPU cores).
 results: install-real install-wordnet
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/readme_results.sh all
 
-# The paper's claims on the persona task (README "Results"): one study per target, each ending in a report
+# The paper's claims on the persona task (README "What the tool has found so far"): one study per target, each ending in a report
 # under outputs/reports/claims_<study>; rerunning a finished study skips every job. `make claims`: all five.
 CLAIMS = PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/claims.sh
 claims: install-real install-wordnet

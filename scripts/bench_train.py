@@ -108,9 +108,9 @@ def longlamp_examples(n: int, seed: int = 0):
 
 def prepare(shape: str, work: Path) -> None:
     """Builds the shape's model directory and encoded items once, so every contender gets identical ones."""
-    from percontrast_cli.artifacts import ArtifactStore
+    from percontrast_cli.cli.tracking import NullTracker
     from percontrast_cli.steps import context, models, task_data
-    from percontrast_cli.tracking import NullTracker
+    from percontrast_cli.store.artifacts import ArtifactStore
 
     cfg = compose_config([*SHAPES[shape]["overrides"], "retrieval.k=15"])
     ctx = context.Context(cfg, ArtifactStore(work / "store"), torch.device("cpu"), NullTracker())
@@ -146,12 +146,12 @@ def right_padded(pad_id: int):
 
 
 def run_one(contender: str, shape: str, work: str, steps: int, warmup: int, queue) -> None:
-    from percontrast_cli.losses import CE, token_nll, weighted_nll
+    from percontrast_cli.cli.stages import quiet_libraries
+    from percontrast_cli.cli.tracking import NullTracker
+    from percontrast_cli.method.losses import CE, token_nll, weighted_nll
+    from percontrast_cli.method.trainer import PerCETrainer, fit, training_arguments
     from percontrast_cli.modeling.load import load_model_and_tokenizer
     from percontrast_cli.modeling.lora import wrap_lora
-    from percontrast_cli.stages import quiet_libraries
-    from percontrast_cli.tracking import NullTracker
-    from percontrast_cli.train import PerCETrainer, fit, training_arguments
 
     quiet_libraries()
     cfg = compose_config(SHAPES[shape]["overrides"])

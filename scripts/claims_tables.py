@@ -12,7 +12,7 @@ import csv
 import sys
 from pathlib import Path
 
-from percontrast_cli.report import CONSOLE
+from percontrast_cli.reporting.metric_table import CONSOLE
 
 # Shown when the report has them, in this order: the report's own headline metrics.
 METRICS = CONSOLE

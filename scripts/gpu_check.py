@@ -1,6 +1,6 @@
 """The GPU check that scripts/gpu_check.sh runs (see that file and docs/scaling.md): one Markdown table of
 
-1. the pipeline (estimate -> train -> eval) on task=persona_email with the embedded SmolLM2 in bf16, CE and
+1. `run` (estimate -> train -> eval) on task=persona_email with the embedded SmolLM2 in bf16, CE and
    PerCE, full fine-tuning and LoRA: training time, peak GPU memory, batched generation tokens/s and the eval
    metrics;
 2. training throughput on the same batches: this project's CE and PerCE steps against a plain HF Trainer
@@ -69,9 +69,9 @@ def peak_mib() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def pipeline_runs(base: list[str], runs: list[tuple]) -> list[dict]:
+def run_jobs(base: list[str], runs: list[tuple]) -> list[dict]:
     """Each run through the CLI's own `run` stage, in this process (artifacts shared: one base model)."""
-    from percontrast_cli.stages import STAGES
+    from percontrast_cli.cli.stages import STAGES
 
     rows = []
     for loss, peft, lr in runs:
@@ -101,7 +101,7 @@ def pipeline_runs(base: list[str], runs: list[tuple]) -> list[dict]:
                 **{name: metrics.get(name) for name in METRICS},
             }
         )
-        print(f"gpu_check: pipeline {rows[-1]['run']} done in {seconds:.0f} s", flush=True)
+        print(f"gpu_check: run {rows[-1]['run']} done in {seconds:.0f} s", flush=True)
     return rows
 
 
@@ -110,15 +110,15 @@ def throughput(base: list[str], steps: int, warmup: int) -> list[dict]:
     from transformers import PrinterCallback, Trainer
 
     from bench_train import StepTimer, right_padded
-    from percontrast_cli.artifacts import ArtifactStore
-    from percontrast_cli.losses import CE
-    from percontrast_cli.stages import pick_device
+    from percontrast_cli.cli.stages import pick_device
+    from percontrast_cli.cli.tracking import NullTracker
+    from percontrast_cli.method.losses import CE
+    from percontrast_cli.method.trainer import fit, training_arguments
     from percontrast_cli.steps.context import Context
     from percontrast_cli.steps.models import load_model
     from percontrast_cli.steps.task_data import encode_items, load_task
     from percontrast_cli.steps.training import starting_point
-    from percontrast_cli.tracking import NullTracker
-    from percontrast_cli.train import fit, training_arguments
+    from percontrast_cli.store.artifacts import ArtifactStore
 
     cfg = config(base, ["train.peft=none", "train.lr=5e-5"])
     ctx = Context(cfg, ArtifactStore(cfg.paths.artifacts), pick_device(cfg.device), NullTracker())
@@ -248,7 +248,7 @@ def main(argv: list[str]) -> None:
     if args.dry:
         base.append("device=cpu")
     started = time.perf_counter()
-    runs = pipeline_runs(base, DRY_RUNS if args.dry else RUNS)
+    runs = run_jobs(base, DRY_RUNS if args.dry else RUNS)
     speed = throughput(base, steps=max(steps, 4), warmup=1 if args.dry else 5)
     fsdp = fsdp_one_process(base, runs[0], root / "fsdp")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"

@@ -2,7 +2,7 @@
 
     python scripts/make_longlamp_fixtures.py
 
-Rows are in the hub's exact schema (../shared/LONGLAMP.md): four columns (the task's user column, `input`,
+Rows are in the hub's exact schema (docs/data.md): four columns (the task's user column, `input`,
 `output`, `profile`), no example id column; profile items carry the hub's fields, with the hub's quirks:
 `overall` and `year` as numbers or as strings, a `None` field (one user's), abstract profiles lowercased and
 space-tokenised (one over the 750-word cut, one with runs of spaces and a line break), abstract `input` items

@@ -16,7 +16,7 @@ import sys
 
 from percontrast_cli.data import personas
 from percontrast_cli.data.synthetic import render
-from percontrast_cli.metrics import rouge_scores
+from percontrast_cli.evaluation.text_metrics import rouge_scores
 
 
 def resample(task: str, request: str, persona: dict, rng: random.Random) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-measures every number and plot of the README's "Results" section, in order, printing wall times.
+# Re-measures every number and plot of the README's "What the tool has found so far" section, in order, printing wall times.
 # Idempotent: finished jobs are skipped on a rerun (artifacts are fingerprinted).
 #   bash scripts/readme_results.sh [tiny|real|all]
 set -euo pipefail

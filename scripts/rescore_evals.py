@@ -27,11 +27,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from percontrast_cli.artifacts import JOB_ARTIFACTS, MANIFEST, payload_files
-from percontrast_cli.evaluate import words
-from percontrast_cli.metrics import text_metrics, text_scores, wordnet
-from percontrast_cli.persona_metrics import persona_metrics, score_generation, value_pool
+from percontrast_cli.evaluation.generate import words
+from percontrast_cli.evaluation.persona_metrics import persona_metrics, score_generation, value_pool
+from percontrast_cli.evaluation.text_metrics import text_metrics, text_scores, wordnet
 from percontrast_cli.steps.task_data import load_task
+from percontrast_cli.store.artifacts import JOB_ARTIFACTS, MANIFEST, payload_files
 
 
 def recorded_config(manifest: dict):

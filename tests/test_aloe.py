@@ -13,11 +13,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from percontrast_cli import aloe, aloe_report
-from percontrast_cli.chat import Decoding
 from percontrast_cli.data.aloe import load_personas
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.judge import Judge, Verdict
+from percontrast_cli.evaluation import aloe
+from percontrast_cli.evaluation.chat import Decoding
+from percontrast_cli.evaluation.judge import Judge, Verdict
+from percontrast_cli.reporting import aloe_report
+from percontrast_cli.runtime.errors import PercontrastError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "aloe"
 
@@ -248,7 +249,7 @@ def test_two_personas_two_rounds_with_the_tiny_model_in_every_role(model, tokeni
     ],
 )
 def test_bad_settings_fail_in_validation(overrides, message):
-    from percontrast_cli.validation import validate_config
+    from percontrast_cli.cli.validation import validate_config
 
     with pytest.raises(PercontrastError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate_config(config(*overrides))
@@ -257,7 +258,11 @@ def test_bad_settings_fail_in_validation(overrides, message):
 def cli(*args, root, cwd):
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
     result = subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", "percontrast_cli.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
     )
     return result
 

@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from percontrast_cli.artifacts import ArtifactStore, _host
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.identity import Identity
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.store.artifacts import ArtifactStore, _host
+from percontrast_cli.store.identity import Identity
 
 
 def artifact_id_of(kind, config, inputs):
@@ -108,7 +108,7 @@ def test_leftover_temporaries_are_cleaned_and_never_latest(tmp_path):
 
 def test_artifact_ids_follow_their_kinds_code(monkeypatch):
     before = Identity("estimate", {"k": 1}, {}).id
-    monkeypatch.setattr("percontrast_cli.identity.code_hash", lambda kind: "other-code")
+    monkeypatch.setattr("percontrast_cli.store.identity.code_hash", lambda kind: "other-code")
     assert Identity("estimate", {"k": 1}, {}).id != before
 
 
@@ -216,7 +216,7 @@ def test_non_finite_weights_are_never_published(tmp_path):
 
 
 def test_verification_is_cached_by_file_identity_not_rehashed(tmp_path, monkeypatch):
-    from percontrast_cli import integrity
+    from percontrast_cli.store import integrity
 
     store = ArtifactStore(tmp_path)
     artifact = publish(store, "eval", {"n": 1}, {})
@@ -304,13 +304,14 @@ def test_a_store_that_cannot_take_an_artifact_says_so_before_the_work(tmp_path, 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/somewhere/.tmp-probe-x")
 
-    monkeypatch.setattr("percontrast_cli.artifacts.tempfile.mkstemp", read_only)
+    monkeypatch.setattr("percontrast_cli.store.artifacts.tempfile.mkstemp", read_only)
     assert store.claim("eval", kept.id) is not None  # what it holds it still serves
     with pytest.raises(PercontrastError, match=f"{tmp_path / 'eval'}: Read-only file system; point"):
         store.claim("eval", artifact_id_of("eval", {"n": 2}, {}))
     monkeypatch.undo()
     monkeypatch.setattr(
-        "percontrast_cli.artifacts.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10, 10, 4096)
+        "percontrast_cli.store.artifacts.shutil.disk_usage",
+        lambda path: shutil._ntuple_diskusage(10, 10, 4096),
     )
     with pytest.raises(
         PercontrastError, match=r"No space left on device \(only 4096 bytes free\); free space"

@@ -6,18 +6,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from percontrast_cli.contrast import contrast_scores, has_active_dropout, target_nll
+from percontrast_cli.cli.tracking import NullTracker
+from percontrast_cli.cli.validation import validate_config
 from percontrast_cli.data.encode import IGNORE, Collator, encode_example
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.estimate import TokenRecord, classifier_metrics
-from percontrast_cli.evaluate import generate, prompt_ids
-from percontrast_cli.losses import token_nll
+from percontrast_cli.evaluation.generate import generate, prompt_ids
+from percontrast_cli.method.contrast import contrast_scores, has_active_dropout, target_nll
+from percontrast_cli.method.estimate import TokenRecord, classifier_metrics
+from percontrast_cli.method.losses import token_nll
+from percontrast_cli.method.trainer import RoundsRefresh, ScoreTable, fit
 from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.modeling.lora import wrap_lora
+from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.steps.training import total_steps
-from percontrast_cli.tracking import NullTracker
-from percontrast_cli.train import RoundsRefresh, ScoreTable, fit
-from percontrast_cli.validation import validate_config
 
 from .conftest import loss_config
 from .test_modeling import TRAIN
@@ -211,7 +211,7 @@ def test_length_sorted_generation_and_scoring_return_results_in_item_order(model
     outputs, _ = generate(model, tokenizer, items, eval_cfg, torch.device("cpu"), stop_ids=[2])
     assert outputs == [tokenizer.decode(prompt_ids(item)[-2:], skip_special_tokens=True) for item in items]
 
-    from percontrast_cli.estimate import teacher_forced_pass
+    from percontrast_cli.method.estimate import teacher_forced_pass
 
     batched = teacher_forced_pass(model, tokenizer.pad_token_id, items, 3, torch.device("cpu"), "t")
     single = teacher_forced_pass(model, tokenizer.pad_token_id, items, 1, torch.device("cpu"), "t")

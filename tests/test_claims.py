@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
-from percontrast_cli import report
-from percontrast_cli.validation import validate_config
+from percontrast_cli.cli.validation import validate_config
+from percontrast_cli.reporting import stats
 
 from .test_end_to_end import artifact_ids
 
@@ -170,7 +170,7 @@ def test_paired_difference_is_the_seed_mean_gap_with_an_interval_around_it():
     totals = rng.integers(3, 8, size=40)
     base = [row(s, (totals * 0.5).astype(int), totals, rng.uniform(0.2, 0.4, 40)) for s in (0, 1)]
     better = [row(s, totals - 1, totals, rng.uniform(0.2, 0.4, 40)) for s in (0, 1)]
-    found = report.paired_difference(better, base, "personal_token_acc")
+    found = stats.paired_difference(better, base, "personal_token_acc")
     expected = np.mean(
         [(totals - 1).sum() / totals.sum() - (totals * 0.5).astype(int).sum() / totals.sum() for _ in (0, 1)]
     )
@@ -178,11 +178,11 @@ def test_paired_difference_is_the_seed_mean_gap_with_an_interval_around_it():
     assert 0 < found["low"] < found["diff"] < found["high"]
     assert found["pairs"] == 2 and found["n"] == 40
     # same distribution on both sides: the interval covers zero
-    noise = report.paired_difference(
+    noise = stats.paired_difference(
         [row(0, totals * 0, totals, rng.uniform(0.2, 0.4, 40))],
         [row(0, totals * 0, totals, rng.uniform(0.2, 0.4, 40))],
         "rougeL",
     )
     assert noise["low"] < 0 < noise["high"]
     # no common seed: no pairs, no interval
-    assert report.paired_difference([row(5, totals, totals, totals * 0.0)], base, "rougeL") is None
+    assert stats.paired_difference([row(5, totals, totals, totals * 0.0)], base, "rougeL") is None

@@ -8,13 +8,17 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from percontrast_cli.cli import main
-from percontrast_cli.validation import COMMON_SCHEDULERS, validate_config
+from percontrast_cli.cli.main import main
+from percontrast_cli.cli.validation import COMMON_SCHEDULERS, validate_config
 
 
 def cli(*args, cwd=None, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", "percontrast_cli.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -154,8 +158,8 @@ def tree(root: Path) -> list:
 )
 def test_empty_or_dot_references_leave_every_directory_as_it_was(args, tmp_path, monkeypatch, capsys):
     """These used to rename the whole checkpoint / model / eval folders to `.broken-*`."""
-    from percontrast_cli.artifacts import ArtifactStore
-    from percontrast_cli.identity import Identity
+    from percontrast_cli.store.artifacts import ArtifactStore
+    from percontrast_cli.store.identity import Identity
 
     store = ArtifactStore(tmp_path / "outputs" / "artifacts")
     for kind in ("model", "checkpoint", "eval"):
@@ -205,7 +209,8 @@ def test_hydra_flags_keep_their_values(args, expected, tmp_path, monkeypatch, ca
 
 def test_version_is_fast_too():
     probe = (
-        "import sys; from percontrast_cli.cli import main; main(['--version']); print('torch' in sys.modules)"
+        "import sys; from percontrast_cli.cli.main import main; main(['--version']); "
+        "print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.split()[-1] == "False", result.stdout + result.stderr
@@ -213,7 +218,7 @@ def test_version_is_fast_too():
 
 def test_help_is_fast_imports_nothing_heavy_and_is_aligned():
     probe = (
-        "import sys; from percontrast_cli.cli import main; main(['--help']); "
+        "import sys; from percontrast_cli.cli.main import main; main(['--help']); "
         "print('MODULES', [m for m in ('torch', 'transformers', 'hydra', 'omegaconf') if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
@@ -229,7 +234,7 @@ def test_help_is_fast_imports_nothing_heavy_and_is_aligned():
 
 def test_version_prints_the_package_version_and_code_hash(capsys):
     from percontrast_cli import __version__
-    from percontrast_cli.identity import package_code_hash
+    from percontrast_cli.store.identity import package_code_hash
 
     main(["--version"])
     assert capsys.readouterr().out.strip() == f"percontrast {__version__} (code {package_code_hash()})"

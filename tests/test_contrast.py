@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from percontrast_cli.contrast import contrast_scores
 from percontrast_cli.data.encode import IGNORE, Collator, encode_example, flat_targets
-from percontrast_cli.estimate import teacher_forced_pass
+from percontrast_cli.method.contrast import contrast_scores
+from percontrast_cli.method.estimate import teacher_forced_pass
 
 
 def test_score_equals_hand_computed_logprob_difference(model, tokenizer, splits):
@@ -86,7 +86,7 @@ def test_other_user_counterfactual_never_uses_the_same_user(splits):
     import pytest
 
     from percontrast_cli.data.prompts import other_user_example
-    from percontrast_cli.errors import PercontrastError
+    from percontrast_cli.runtime.errors import PercontrastError
 
     pool = splits["train"]
     assert all(other_user_example(e, pool).user_id != e.user_id for e in pool)
@@ -111,7 +111,7 @@ def full_logits_nll(model, items):
 def test_target_only_logits_match_the_full_path(tokenizer, splits, tied):
     """Loss, gradients and PerContrast scores of the left-padded, tail-logits path equal those of full
     logits on each unpadded sequence, for a model with tied embeddings and one without."""
-    from percontrast_cli.losses import token_nll, weighted_nll
+    from percontrast_cli.method.losses import token_nll, weighted_nll
     from percontrast_cli.modeling.forward import tail, target_logits
     from percontrast_cli.modeling.tiny import build_tiny_model
 

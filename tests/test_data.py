@@ -6,7 +6,7 @@ from percontrast_cli.data import synthetic
 from percontrast_cli.data.encode import encode_target
 from percontrast_cli.data.schema import RowSchema, write_examples
 from percontrast_cli.data.sources import file_rows, load_examples, split_by_user, to_examples
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.errors import PercontrastError
 
 
 def test_synthetic_is_deterministic_and_splits_by_user():

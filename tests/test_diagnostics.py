@@ -13,10 +13,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from percontrast_cli.data.encode import encode_example
-from percontrast_cli.diagnostics import check_encoding, check_scores
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.estimate import load_scores
-from percontrast_cli.progress import warn_if_weights_never_moved
+from percontrast_cli.method.estimate import load_scores
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import warn_if_weights_never_moved
+from percontrast_cli.steps.diagnostics import check_encoding, check_scores
 
 from .conftest import loss_config
 
@@ -139,7 +139,11 @@ def test_miniature_keeps_the_task_length_and_the_tokenizer_vocabulary(task, leng
 def cli(*args, root, cwd):
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
     return subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", "percontrast_cli.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
     )
 
 

@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_module
 from safetensors.numpy import load_file
 from safetensors.torch import load_file as load_weights
 
-from percontrast_cli.validation import validate_config
-from percontrast_cli.worker import accelerate_config, launch_plan
+from percontrast_cli.cli.validation import validate_config
+from percontrast_cli.cli.worker import accelerate_config, launch_plan
 
 OPTIONS = ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 # Launched processes rendezvous on distributed.main_process_port (29500): under pytest-xdist (make test) these
@@ -88,7 +88,7 @@ def test_two_nodes_of_eight_gpus_get_one_launch_each(tmp_path, monkeypatch):
 
 
 def test_report_and_inspect_run_in_the_parent_alone(monkeypatch, tmp_path):
-    from percontrast_cli import stages, worker
+    from percontrast_cli.cli import stages, worker
 
     calls = []
     monkeypatch.setitem(stages.STAGES, "report", lambda cfg: calls.append(cfg) or "done")
@@ -195,7 +195,7 @@ def test_fsdp_on_two_cpu_processes_trains_what_one_process_trains(one_process, t
 INJECTED = """
 import os
 if os.environ.get("RANK") == "0":
-    import percontrast_cli.artifacts as artifacts
+    import percontrast_cli.store.artifacts as artifacts
 
     def broken(path):
         raise OSError("disk full (injected)")

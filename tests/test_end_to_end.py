@@ -14,7 +14,11 @@ pytestmark = pytest.mark.slow
 def cli(*args, root, cwd):
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
     result = subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", "percontrast_cli.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr

@@ -260,8 +260,8 @@ def test_a_full_disk_is_one_line_cleans_up_and_the_rerun_resumes(tmp_path, can_m
 # mid-training however loaded the machine is (the 16 tiny steps take well under a second).
 PAUSED_CLI = """
 import sys, time
-from percontrast_cli.cli import main
-from percontrast_cli.training_progress import RichProgressCallback
+from percontrast_cli.cli.main import main
+from percontrast_cli.method.training_progress import RichProgressCallback
 log, held_at = RichProgressCallback.on_log, int(sys.argv[1])
 def on_log(self, args, state, control, logs=None, **kwargs):
     log(self, args, state, control, logs=logs, **kwargs)

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import pytest
 from omegaconf import OmegaConf
 
-from percontrast_cli.heatmap import (
+from percontrast_cli.reporting.heatmap import (
     PromptView,
     ScoredToken,
     clip_points,

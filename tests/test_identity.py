@@ -8,13 +8,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from percontrast_cli import identity
-from percontrast_cli.artifacts import Artifact
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.evaluation import evaluation_identity
 from percontrast_cli.steps.scoring import training_set_identity
 from percontrast_cli.steps.task_data import load_task
 from percontrast_cli.steps.training import training_identity
+from percontrast_cli.store import identity
+from percontrast_cli.store.artifacts import Artifact
 
 BASE = ("experiment=miniature",)
 
@@ -181,11 +181,17 @@ def hashes() -> dict:
 
 def test_comments_docstrings_and_display_modules_never_key_an_artifact(package_copy):
     before = hashes()
-    losses = package_copy / "losses.py"
+    losses = package_copy / "method" / "losses.py"
     losses.write_text(
         losses.read_text().replace('"""', '"""An edited docstring. ', 1) + "\n# a comment at the end\n"
     )
-    for display in ("report.py", "progress.py", "heatmap.py", "tracking.py", "stages.py"):
+    for display in (
+        "reporting/report.py",
+        "runtime/progress.py",
+        "reporting/heatmap.py",
+        "cli/tracking.py",
+        "cli/stages.py",
+    ):
         path = package_copy / display
         path.write_text(path.read_text() + "\nEDITED = 1  # any edit\n")
     assert hashes() == before
@@ -193,8 +199,8 @@ def test_comments_docstrings_and_display_modules_never_key_an_artifact(package_c
 
 def test_a_code_change_rekeys_exactly_the_kinds_that_run_it(package_copy):
     before = hashes()
-    losses = package_copy / "losses.py"
-    losses.write_text(losses.read_text().replace("IGNORE = -100", "IGNORE = -101"))
+    losses = package_copy / "method" / "losses.py"
+    losses.write_text(losses.read_text().replace("clamp_min(1e-12)", "clamp_min(1e-11)"))
     after = hashes()
     assert after["checkpoint"] != before["checkpoint"]
     assert after["model"] == before["model"]  # building the tiny model runs no loss
@@ -203,6 +209,14 @@ def test_a_code_change_rekeys_exactly_the_kinds_that_run_it(package_copy):
 def test_display_and_launch_modules_are_in_no_kinds_code():
     for kind in identity.KINDS:
         modules = set(identity.code_modules(kind))
-        assert not modules & {"report", "heatmap", "progress", "tracking", "cli", "stages", "worker"}
-    assert {"losses", "train", "contrast"} <= set(identity.code_modules("checkpoint"))
-    assert {"evaluate", "metrics"} <= set(identity.code_modules("eval"))
+        assert not modules & {
+            "reporting.report",
+            "reporting.heatmap",
+            "runtime.progress",
+            "cli.tracking",
+            "cli.main",
+            "cli.stages",
+            "cli.worker",
+        }
+    assert {"method.losses", "method.trainer", "method.contrast"} <= set(identity.code_modules("checkpoint"))
+    assert {"evaluation.generate", "evaluation.text_metrics"} <= set(identity.code_modules("eval"))

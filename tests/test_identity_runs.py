@@ -60,7 +60,14 @@ def test_an_override_that_cannot_fit_the_checkpoint_is_one_line(tmp_path):
     percontrast(tmp_path, "run", "experiment=miniature")
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(tmp_path / "outputs")}
     result = subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", "eval", "checkpoint=latest", "model.max_length=64"],
+        [
+            sys.executable,
+            "-m",
+            "percontrast_cli.cli",
+            "eval",
+            "checkpoint=latest",
+            "model.max_length=64",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,

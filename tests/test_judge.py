@@ -7,11 +7,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from percontrast_cli.artifacts import ArtifactStore
 from percontrast_cli.data import personas
 from percontrast_cli.data.retrieval import Retriever
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.judge import (
+from percontrast_cli.evaluation.judge import (
     Judge,
     expected_scores,
     judge_agreement,
@@ -21,6 +19,8 @@ from percontrast_cli.judge import (
     personalization_prompt,
     score_token_ids,
 )
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.store.artifacts import ArtifactStore
 
 
 def test_expected_score_is_the_probability_weighted_mean_of_a_hand_computation():

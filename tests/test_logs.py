@@ -12,9 +12,9 @@ import pytest
 from rich.table import Table
 from transformers import TrainerCallback
 
-from percontrast_cli import progress
-from percontrast_cli.tracking import NullTracker
-from percontrast_cli.train import fit
+from percontrast_cli.cli.tracking import NullTracker
+from percontrast_cli.method.trainer import fit
+from percontrast_cli.runtime import progress
 
 from .test_modeling import PERCE, TRAIN
 
@@ -88,7 +88,11 @@ def test_a_resumed_training_says_from_which_step(model, tokenizer, training_item
 def percontrast(*args, root, cwd, env=None):
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root), "COLUMNS": "60", **(env or {})}
     result = subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", "percontrast_cli.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -15,8 +15,8 @@ from percontrast_cli.data.encode import IGNORE, encode_example, shown_prompt
 from percontrast_cli.data.prompts import PromptFormat, build_prompt
 from percontrast_cli.data.retrieval import Retriever, tokens
 from percontrast_cli.data.schema import Example, RowSchema
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.metrics import meteor, rouge, text_metrics
+from percontrast_cli.evaluation.text_metrics import meteor, rouge_scores, text_metrics
+from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.steps import task_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "longlamp"
@@ -24,6 +24,10 @@ TASKS = {"review": "reviewerId", "abstract": "name", "topic": "author", "email":
 # The official code's prompts for the fixture rows (scripts/longlamp_official_prompts.py regenerates them from
 # a checkout of LongLaMP-benchmark/LongLaMP-Benchmark).
 OFFICIAL = json.loads((FIXTURES / "official_prompts.json").read_text())["prompts"]
+
+
+def rouge(predictions, references, stemmer=False):
+    return {name: float(v.mean()) for name, v in rouge_scores(predictions, references, stemmer).items()}
 
 
 def config(*overrides):
@@ -69,7 +73,7 @@ def test_hub_rows_go_through_the_same_mapping(task, monkeypatch):
 
 def test_email_is_local_only_and_says_so():
     with pytest.raises(PercontrastError, match="task=email is not public: pass its data with data.path"):
-        from percontrast_cli.validation import validate_config
+        from percontrast_cli.cli.validation import validate_config
 
         validate_config(config("task=email"))
 
@@ -165,7 +169,7 @@ def test_rouge_and_meteor_match_hand_checked_values():
 
 
 def test_missing_wordnet_names_the_fix(monkeypatch):
-    from percontrast_cli import metrics
+    from percontrast_cli.evaluation import text_metrics as metrics
 
     monkeypatch.setattr(metrics, "find_wordnet_dir", lambda: None)
     metrics.wordnet.cache_clear()
@@ -411,7 +415,7 @@ def test_rouge_l_equals_rouge_score_without_stemmer():
 def test_meteor_is_evaluates_meteor_with_its_parameters():
     from nltk.translate.meteor_score import single_meteor_score
 
-    from percontrast_cli.metrics import METEOR_PARAMS, word_tokens, wordnet
+    from percontrast_cli.evaluation.text_metrics import METEOR_PARAMS, word_tokens, wordnet
 
     assert METEOR_PARAMS == {"alpha": 0.9, "beta": 3.0, "gamma": 0.5}
     pred, ref = "He didn't come. The dog was ill!", "He did not come. The dog was sick."
@@ -436,7 +440,7 @@ def test_cut_targets_carry_no_end_token(tokenizer):
 
 
 def test_paper_preset_composes_and_validates():
-    from percontrast_cli.validation import validate_config
+    from percontrast_cli.cli.validation import validate_config
 
     cfg = config("experiment=paper")
     validate_config(cfg)
@@ -512,7 +516,7 @@ def test_a_fixture_row_with_a_long_abstract_and_a_null_field_is_compared():
 def test_inspect_show_prompt_writes_the_official_bytes_and_nothing_else(outputs, capfd):
     """The inspect stage itself (as `percontrast inspect inspect.show=prompt inspect.split=test example=1`
     runs it): stdout holds exactly the official prompt of that row."""
-    from percontrast_cli.stages import stage_inspect
+    from percontrast_cli.cli.stages import stage_inspect
 
     (record,) = [
         r for r in OFFICIAL
@@ -539,7 +543,13 @@ def test_write_prompt_for_every_test_row_and_setting(task, tokenizer):
         cfg.example, cfg.retrieval.k = record["line"] - 1, record["k"]
         cfg.retrieval.method = record["method"] or "bm25"
         out = io.StringIO()
-        write_prompt(cfg, tokenizer, fixture_split(task, "test"), Retriever.from_config(cfg.retrieval), out)
+        write_prompt(
+            cfg,
+            tokenizer,
+            fixture_split(task, "test"),
+            Retriever(cfg.retrieval.method, cfg.retrieval.bm25_tokens),
+            out,
+        )
         assert out.getvalue() == record["prompt"]
 
 
@@ -604,7 +614,7 @@ def test_inspect_show_prompt_takes_a_checkpoints_settings(outputs, capfd):
     line sets them (as `eval checkpoint=X`), so the prompt shown is the one X was trained on."""
     from omegaconf import OmegaConf
 
-    from percontrast_cli.stages import context, prepare, stage_inspect
+    from percontrast_cli.cli.stages import context, prepare, stage_inspect
     from percontrast_cli.steps.models import base_model
 
     trained_on = config("task=topic", f"data.path={FIXTURES / 'topic'}", "retrieval.k=1")

@@ -6,12 +6,17 @@ import torch.nn.functional as F
 from transformers import TrainingArguments
 
 from percontrast_cli.data.encode import Collator
-from percontrast_cli.losses import CE, normalized, token_nll, token_weights, weighted_causal_lm_loss
-from percontrast_cli.train import PerCETrainer
+from percontrast_cli.method.losses import CE, normalized, token_nll, token_weights, weighted_nll
+from percontrast_cli.method.trainer import PerCETrainer
 
 from .conftest import loss_config, random_batch
 
 V = 50
+
+
+def weighted_causal_lm_loss(logits, labels, weights=None, num_items=None):
+    """The trainer's loss from full logits, as a caller without the target-only fast path would compute it."""
+    return weighted_nll(token_nll(logits, labels), labels, weights, num_items)
 
 
 def reference_ce(logits_list, labels_list):

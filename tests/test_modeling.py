@@ -8,14 +8,14 @@ from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from percontrast_cli.cli.tracking import NullTracker
 from percontrast_cli.data.encode import IGNORE, Collator, encode_example
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.losses import token_nll
+from percontrast_cli.method.losses import token_nll
+from percontrast_cli.method.trainer import fit
 from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.modeling.load import load_model_and_tokenizer
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
-from percontrast_cli.tracking import NullTracker
-from percontrast_cli.train import fit
+from percontrast_cli.runtime.errors import PercontrastError
 
 from .conftest import loss_config
 
@@ -165,8 +165,8 @@ def test_tiny_and_smollm2_load_through_the_same_path(tmp_path, monkeypatch):
     pytest.importorskip("gguf")
     from hydra import compose, initialize_config_module
 
-    from percontrast_cli.artifacts import ArtifactStore
     from percontrast_cli.steps import context, models, task_data
+    from percontrast_cli.store.artifacts import ArtifactStore
 
     monkeypatch.setenv("PERCONTRAST_OUTPUTS", str(tmp_path))
     loaded = {}

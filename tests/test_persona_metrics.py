@@ -10,10 +10,10 @@ from omegaconf import OmegaConf
 
 from percontrast_cli.data import personas, synthetic
 from percontrast_cli.data.schema import Example, validate_row, write_examples
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.estimate import TokenRecord
-from percontrast_cli.evaluate import score_outputs, token_metrics
-from percontrast_cli.persona_metrics import persona_metrics, score_generation, value_pool
+from percontrast_cli.evaluation.generate import score_outputs, token_metrics
+from percontrast_cli.evaluation.persona_metrics import persona_metrics, score_generation, value_pool
+from percontrast_cli.method.estimate import TokenRecord
+from percontrast_cli.runtime.errors import PercontrastError
 
 ADA = {
     "name": "Ada Abbott",

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from rich.console import Console
 
-from percontrast_cli.heatmap import ScoredToken, html_heatmap, terminal_heatmap
+from percontrast_cli.reporting.heatmap import ScoredToken, html_heatmap, terminal_heatmap
 
 from .test_end_to_end import cli
 
@@ -156,6 +156,8 @@ def test_wandb_offline_writes_a_local_run_with_metrics(tmp_path):
 
 @pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm"])
 def test_slurm_launcher_preset_composes(launcher):
+    import percontrast_cli.cli.worker  # noqa: F401  registers the percontrast.per_machine resolver
+
     with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")

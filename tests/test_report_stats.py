@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 
-from percontrast_cli import report
+from percontrast_cli.reporting import plots, report, stats, tables
 
 
 def eval_row(seed, loss, scores, users=None):
@@ -30,10 +30,10 @@ def test_the_interval_resamples_users_with_all_of_their_targets():
     effect = np.repeat(rng.choice([-0.2, 0.2], n_users), 2)  # two targets per user, the same gap on both
     base = rng.uniform(0.3, 0.5, n_users * 2)
     users = [f"u{i // 2}" for i in range(n_users * 2)]
-    by_user = report.paired_difference(
+    by_user = stats.paired_difference(
         [eval_row(0, "perce", base + effect, users)], [eval_row(0, "ce", base, users)], "rougeL"
     )
-    by_example = report.paired_difference(
+    by_example = stats.paired_difference(
         [eval_row(0, "perce", base + effect)], [eval_row(0, "ce", base)], "rougeL"
     )
     assert by_user["level"] == "users" and by_user["users"] == n_users and by_user["n"] == 2 * n_users
@@ -50,16 +50,16 @@ def test_a_bootstrap_draw_takes_whole_users_and_whole_seeds():
     per_user = np.zeros((1, 2, 2, 2))
     per_user[0, 0, 0] = [2.0, 0.0]  # method: numerator sums of users a, b
     per_user[:, :, 1] = 2.0  # two targets each
-    draws = report.hierarchical_bootstrap(per_user)
+    draws = stats.hierarchical_bootstrap(per_user)
     assert set(np.round(draws, 6)) == {0.0, 0.5, 1.0}
     # two seeds, gain 1 in one and 0 in the other, no spread between users: resampling the seeds spans both
     per_seed = np.zeros((2, 2, 2, 3))
     per_seed[0, 0, 0] = 1.0
     per_seed[:, :, 1] = 1.0
-    draws = report.hierarchical_bootstrap(per_seed)
+    draws = stats.hierarchical_bootstrap(per_seed)
     assert set(np.round(draws, 6)) == {0.0, 0.5, 1.0}
     rows = [eval_row(s, "perce", [0.9] * 3 if s == 0 else [0.4] * 3, ["a", "b", "c"]) for s in (0, 1)]
-    found = report.paired_difference(
+    found = stats.paired_difference(
         rows, [eval_row(s, "ce", [0.4] * 3, ["a", "b", "c"]) for s in (0, 1)], "rougeL"
     )
     assert found["diff"] == pytest.approx(0.25)
@@ -69,10 +69,10 @@ def test_a_bootstrap_draw_takes_whole_users_and_whole_seeds():
 def test_persona_rates_are_pooled_over_the_drawn_users_fields():
     rows = [eval_row(0, "perce", [0.9, 0.1, 0.9], ["a", "a", "b"])]  # recalled 2, 1, 2 of 2 fields
     base = [eval_row(0, "ce", [0.1, 0.1, 0.1], ["a", "a", "b"])]  # 1 of 2 each
-    found = report.paired_difference(rows, base, "persona_recall")
+    found = stats.paired_difference(rows, base, "persona_recall")
     assert found["diff"] == pytest.approx(5 / 6 - 1 / 2)
-    assert report.paired_difference(rows, base, "persona_recall_town")["diff"] == pytest.approx(2 / 3)
-    assert report.paired_difference(rows, base, "estimator_auroc") is None  # no per-example rows
+    assert stats.paired_difference(rows, base, "persona_recall_town")["diff"] == pytest.approx(2 / 3)
+    assert stats.paired_difference(rows, base, "estimator_auroc") is None  # no per-example rows
 
 
 def test_report_csv_is_numeric_and_markdown_has_title_source_sizes_and_legend(tmp_path):
@@ -81,7 +81,7 @@ def test_report_csv_is_numeric_and_markdown_has_title_source_sizes_and_legend(tm
     rows += [eval_row(s, "perce", [0.6, 0.7, 0.5, 0.9], users) for s in (0, 1)]
     keys = report.group_keys(rows)
     summary = report.summarize(rows, keys)
-    text = report.write_tables(summary, keys, tmp_path, ["outputs/hydra/claims_x"], None)
+    text = tables.write_tables(summary, keys, tmp_path, ["outputs/hydra/claims_x"], None)
     table = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert [r["label"] for r in table] == ["loss=ce", "loss=perce"]
     ce, perce = table
@@ -119,7 +119,7 @@ def test_claims_tables_condense_the_numeric_csv(tmp_path):
     rows = [eval_row(s, "ce", [0.2, 0.4, 0.3, 0.5], users) for s in (0, 1)]
     rows += [eval_row(s, "perce", [0.6, 0.7, 0.5, 0.9], users) for s in (0, 1)]
     keys = report.group_keys(rows)
-    report.write_tables(report.summarize(rows, keys), keys, tmp_path, ["sweep"], None)
+    tables.write_tables(report.summarize(rows, keys), keys, tmp_path, ["sweep"], None)
     table = module.condensed(tmp_path).splitlines()
     assert table[0] == "| group | seeds | rougeL | Δ rougeL vs CE [95% CI] |"
     assert table[2] == "| loss=ce | 0,1 | 0.3500 ± 0.0000 |  |"
@@ -147,7 +147,7 @@ def test_token_loss_curves_show_every_group_even_from_one_logged_step(tmp_path, 
 
     summary = [{"label": "loss=ce", "rows": rows(0.1, 0.3)}, {"label": "loss=perce", "rows": rows(0.05, 0.4)}]
     path = tmp_path / "curves.png"
-    report.plot_token_losses(summary, path)
+    plots.plot_token_losses(summary, path)
     pixels = imread(path)[..., :3]
     axes_area = pixels[: int(pixels.shape[0] * 0.6)]  # the legend (with its own colour samples) sits below
     for colour in ("C0", "C1"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from percontrast_cli.artifacts import payload_files
+from percontrast_cli.store.artifacts import payload_files
 
 from .test_end_to_end import artifact_ids, cli
 

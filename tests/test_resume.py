@@ -5,8 +5,8 @@ import json
 import pytest
 from transformers import TrainerCallback
 
-from percontrast_cli.tracking import NullTracker
-from percontrast_cli.train import fit, last_complete_checkpoint
+from percontrast_cli.cli.tracking import NullTracker
+from percontrast_cli.method.trainer import fit, last_complete_checkpoint
 
 from .test_modeling import PERCE, TRAIN
 

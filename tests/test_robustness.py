@@ -10,10 +10,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.cli.tracking import NullTracker
+from percontrast_cli.method.trainer import ScoreTable, fit
 from percontrast_cli.modeling.load import load_model_and_tokenizer, tokenizer_fingerprint, weights_fingerprint
-from percontrast_cli.tracking import NullTracker
-from percontrast_cli.train import ScoreTable, fit
+from percontrast_cli.runtime.errors import PercontrastError
 
 from .conftest import loss_config
 from .test_modeling import TRAIN
@@ -81,7 +81,11 @@ def test_non_finite_score_stops_training_naming_step_and_example(model, tokenize
 def cli(*args, root, cwd):
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
     return subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", "percontrast_cli.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
     )
 
 

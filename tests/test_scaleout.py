@@ -5,13 +5,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from percontrast_cli import distributed
-from percontrast_cli.contrast import has_active_dropout
 from percontrast_cli.data.encode import IGNORE, Collator
+from percontrast_cli.method.contrast import has_active_dropout
+from percontrast_cli.method.trainer import FILLER, RankShare, ScoreTable, WithFiller, rebuilt
 from percontrast_cli.modeling.forward import target_logits
 from percontrast_cli.modeling.lora import wrap_lora
+from percontrast_cli.runtime import distributed
 from percontrast_cli.steps.training import total_steps
-from percontrast_cli.train import FILLER, RankShare, ScoreTable, WithFiller, rebuilt
 
 
 def one_process_batches(order, batch):

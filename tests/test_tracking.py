@@ -9,9 +9,9 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from percontrast_cli.artifacts import ArtifactStore
-from percontrast_cli.identity import Identity
-from percontrast_cli.tracking import SUMMARY_FILE, WandbTracker, clean_key, swept_keys
+from percontrast_cli.cli.tracking import SUMMARY_FILE, WandbTracker, clean_key, swept_keys
+from percontrast_cli.store.artifacts import ArtifactStore
+from percontrast_cli.store.identity import Identity
 
 pytest.importorskip("wandb")
 
@@ -90,7 +90,11 @@ def test_reused_artifacts_log_their_metrics_and_the_offline_run_leaves_a_summary
 def cli(*args, root, cwd):
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
     result = subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", "percontrast_cli.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result

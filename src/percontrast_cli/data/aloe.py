@@ -9,8 +9,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.fingerprint import fingerprint
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.store.fingerprint import fingerprint
 
 PROFILES = "profile_eval.jsonl"
 PERSONALITIES = "personality_eval.jsonl"

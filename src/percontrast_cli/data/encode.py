@@ -225,3 +225,10 @@ def at_targets(flat: torch.Tensor, batch: dict) -> torch.Tensor:
 def flat_targets(values: torch.Tensor, batch: dict) -> torch.Tensor:
     """The inverse of at_targets: the tail values at the target positions, row by row."""
     return values.reshape(-1).index_select(0, batch["target_positions"].to(values.device))
+
+
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Positions grouped into batches of similar length, longest first: they pad less (callers put the
+    results back in position order)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.errors import PercontrastError
 
 COUNTERFACTUALS = ("drop", "empty", "other_user")
 STYLES = ("longlamp", "plain")

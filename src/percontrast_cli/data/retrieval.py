@@ -22,7 +22,7 @@ from functools import lru_cache
 import torch
 from rank_bm25 import BM25Okapi
 
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.errors import PercontrastError
 
 METHODS = ("bm25", "recency", "random", "contriever")
 BM25_TOKENS = ("whitespace", "words")
@@ -101,10 +101,6 @@ class Retriever:
             raise PercontrastError(f"retrieval.method={method!r} is not one of: {', '.join(METHODS)}")
         self.method, self.bm25_tokens = method, bm25_tokens
         self.dense = Contriever(model) if method == "contriever" else None
-
-    @classmethod
-    def from_config(cls, retrieval_cfg) -> Retriever:
-        return cls(retrieval_cfg.method, retrieval_cfg.bm25_tokens, retrieval_cfg.get("model"))
 
     def order(self, query: str, documents: tuple[str, ...], seed_key: str = "") -> tuple[int, ...]:
         if self.method == "bm25":

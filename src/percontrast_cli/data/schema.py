@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.fingerprint import fingerprint
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.store.fingerprint import fingerprint
 
 
 @dataclass(frozen=True)

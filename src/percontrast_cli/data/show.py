@@ -14,7 +14,7 @@ from percontrast_cli.data.encode import shown_prompt
 from percontrast_cli.data.prompts import PromptFormat
 from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.errors import PercontrastError
 
 SHOW = ("heatmap", "prompt")
 SPLITS = ("train", "test")

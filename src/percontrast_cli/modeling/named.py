@@ -12,15 +12,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from percontrast_cli.artifacts import Artifact, ArtifactStore, load_artifact
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.fingerprint import fingerprint
 from percontrast_cli.modeling.load import (
     converted_smollm2,
     hub_revision,
     load_model_and_tokenizer,
     weights_fingerprint,
 )
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.store.artifacts import Artifact, ArtifactStore, load_artifact
+from percontrast_cli.store.fingerprint import fingerprint
 
 NONE = ("none", "null", "", None)
 
@@ -88,7 +88,6 @@ def from_artifact(spec: str, artifact: Artifact) -> NamedModel:
 
 
 def hub_model(spec: str, repo_id: str, revision: str | None, cache_root) -> NamedModel:
-    if Path(repo_id).is_dir():  # a model option pointed at a local copy
-        return NamedModel(spec, repo_id, None, weights_fingerprint(repo_id, None, cache_root))
-    resolved = hub_revision(repo_id, revision)
-    return NamedModel(spec, repo_id, resolved, fingerprint({"hub_id": repo_id, "revision": resolved}))
+    # a model option may point at a local copy: fingerprinted by content, no revision to resolve
+    resolved = None if Path(repo_id).is_dir() else hub_revision(repo_id, revision)
+    return NamedModel(spec, repo_id, resolved, weights_fingerprint(repo_id, resolved, cache_root))

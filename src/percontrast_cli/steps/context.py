@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from percontrast_cli.artifacts import ArtifactStore
 from percontrast_cli.modeling.load import resolve_dtype
+from percontrast_cli.store.artifacts import ArtifactStore
 
 
 @dataclass

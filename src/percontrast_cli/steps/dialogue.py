@@ -1,4 +1,4 @@
-"""`percontrast eval task=aloe`: ALOE's multi-turn dialogue evaluation of a checkpoint (percontrast_cli.aloe),
+"""`percontrast eval task=aloe`: ALOE's multi-turn dialogue evaluation of a checkpoint (evaluation/aloe.py),
 with a simulator and a judge model named by aloe.simulator / aloe.judge, as an `eval` artifact."""
 
 from __future__ import annotations
@@ -9,25 +9,24 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from percontrast_cli.aloe import (
+from percontrast_cli.data.aloe import load_personas, personas_fingerprint
+from percontrast_cli.evaluation.aloe import (
     CONVERSATIONS,
     SCORES,
     Speaker,
     al_metrics,
     decoding,
     run_dialogues,
-    write_jsonl,
 )
-from percontrast_cli.artifacts import Artifact
-from percontrast_cli.data.aloe import load_personas, personas_fingerprint
-from percontrast_cli.evaluate import metrics_table
-from percontrast_cli.identity import Identity
-from percontrast_cli.judge import Judge
+from percontrast_cli.evaluation.generate import metrics_table
+from percontrast_cli.evaluation.judge import Judge
 from percontrast_cli.modeling.load import resolve_dtype
 from percontrast_cli.modeling.named import from_artifact, resolve_named
-from percontrast_cli.progress import say, show
+from percontrast_cli.runtime.progress import say, show
 from percontrast_cli.steps.context import Context
-from percontrast_cli.steps.produce import produce
+from percontrast_cli.steps.produce import produce, write_jsonl
+from percontrast_cli.store.artifacts import Artifact
+from percontrast_cli.store.identity import Identity
 
 # Judge settings that cannot change an ALOE score (they shape eval.judge's persona prompt).
 PERSONA_JUDGE_ONLY = ("prompt", "profile_items", "item_chars")

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import torch
 
-from percontrast_cli.artifacts import Artifact
 from percontrast_cli.data.encode import end_of_turn_id
 from percontrast_cli.data.schema import dataset_fingerprint
-from percontrast_cli.estimate import teacher_forced_pass
-from percontrast_cli.evaluate import generate, metrics_table, score_outputs, token_metrics
-from percontrast_cli.identity import eval_identity
-from percontrast_cli.judge import judge_eval, judge_identity
-from percontrast_cli.metrics import wordnet
-from percontrast_cli.progress import show
+from percontrast_cli.evaluation.generate import generate, metrics_table, score_outputs, token_metrics
+from percontrast_cli.evaluation.judge import judge_eval, judge_identity
+from percontrast_cli.evaluation.text_metrics import wordnet
+from percontrast_cli.method.estimate import teacher_forced_pass
+from percontrast_cli.runtime.progress import show
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model
-from percontrast_cli.steps.produce import produce
+from percontrast_cli.steps.produce import produce, write_jsonl
 from percontrast_cli.steps.task_data import TaskData, encode_items
+from percontrast_cli.store.artifacts import Artifact
+from percontrast_cli.store.identity import eval_identity
 
 
 def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
@@ -76,9 +76,3 @@ def evaluation_identity(ctx: Context, checkpoint: Artifact, test: list):
     if (judged := judge_identity(ctx.cfg, ctx.store)) is None:
         return identity
     return dataclasses.replace(identity, inputs={**identity.inputs, "judge": judged})  # its weights, settings
-
-
-def write_jsonl(path: Path, rows) -> None:
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")

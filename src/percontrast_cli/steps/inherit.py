@@ -9,8 +9,8 @@ from __future__ import annotations
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from percontrast_cli.artifacts import Artifact
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.store.artifacts import Artifact
 
 INHERITED = (
     "task",

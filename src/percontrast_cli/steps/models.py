@@ -7,8 +7,6 @@ from pathlib import Path
 
 import torch
 
-from percontrast_cli.artifacts import Artifact
-from percontrast_cli.identity import model_identity
 from percontrast_cli.modeling.load import (
     converted_smollm2,
     hub_revision,
@@ -20,6 +18,8 @@ from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.produce import produce
 from percontrast_cli.steps.task_data import TaskData
+from percontrast_cli.store.artifacts import Artifact
+from percontrast_cli.store.identity import model_identity
 
 
 def load_model(ctx: Context, artifact: Artifact, with_model: bool = True, training: bool = False):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from percontrast_cli.artifacts import JOB_ARTIFACTS, Artifact
-from percontrast_cli.distributed import is_main
-from percontrast_cli.identity import Identity
-from percontrast_cli.progress import say
+from percontrast_cli.runtime.distributed import is_main
+from percontrast_cli.runtime.progress import say
+from percontrast_cli.store.artifacts import JOB_ARTIFACTS, Artifact
+from percontrast_cli.store.identity import Identity
 
 # A worker process of a multi-process run has no Hydra; its launcher names the job directory here.
 JOB_DIR_ENV = "PERCONTRAST_JOB_DIR"
@@ -84,3 +84,10 @@ def produce(
     if role is not None:
         record(role, artifact_id)
     return found
+
+
+def write_jsonl(path: Path, rows) -> None:
+    """A payload file of one JSON object per line (per-example rows, ALOE conversations and scores)."""
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")

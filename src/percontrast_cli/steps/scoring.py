@@ -8,10 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from percontrast_cli.artifacts import Artifact
-from percontrast_cli.diagnostics import check_scores
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.estimate import (
+from percontrast_cli.method.estimate import (
     TokenRecord,
     auroc,
     classifier_metrics,
@@ -20,15 +17,18 @@ from percontrast_cli.estimate import (
     save_scores,
     teacher_forced_pass,
 )
-from percontrast_cli.identity import scores_identity
-from percontrast_cli.progress import say
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import say
 from percontrast_cli.steps.context import Context
+from percontrast_cli.steps.diagnostics import check_scores
 from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
 from percontrast_cli.steps.task_data import TaskData, encode_items, retriever
+from percontrast_cli.store.artifacts import Artifact
+from percontrast_cli.store.identity import scores_identity
 
 if TYPE_CHECKING:
-    from percontrast_cli.train import ScoreTable
+    from percontrast_cli.method.trainer import ScoreTable
 
 
 def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
@@ -146,7 +146,7 @@ def round_estimate(
 def score_table(artifact: Artifact, data: TaskData, tokenizer_fp: str) -> ScoreTable:
     """Per-token values of an estimate/reference artifact, checked against the data and tokenizer in use."""
     # imported here: `train` imports transformers' Trainer (seconds), which only a job that trains needs
-    from percontrast_cli.train import ScoreTable
+    from percontrast_cli.method.trainer import ScoreTable
 
     artifact.require_input("data", data.train_fp, "training data")
     artifact.require_input("tokenizer", tokenizer_fp, "tokenizer")
@@ -170,7 +170,7 @@ def scored_tokens(ctx: Context, estimate_artifact: Artifact, data: TaskData, ind
     the request and retrieved profile before them."""
     from percontrast_cli.data.encode import MIN_PROMPT_TOKENS, encode_target, shown_prompt
     from percontrast_cli.data.prompts import PromptFormat, factual_profile
-    from percontrast_cli.heatmap import PromptView, ScoredToken
+    from percontrast_cli.reporting.heatmap import PromptView, ScoredToken
 
     estimate_artifact.require_input("data", data.train_fp, "training data")
     if not 0 <= index < len(data.train):

@@ -12,8 +12,8 @@ from percontrast_cli.data.prompts import PromptFormat
 from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example, dataset_fingerprint
 from percontrast_cli.data.sources import load_splits
-from percontrast_cli.diagnostics import check_encoding
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.steps.diagnostics import check_encoding
 
 
 @dataclass

@@ -10,16 +10,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from percontrast_cli.artifacts import Artifact
-from percontrast_cli.distributed import backend, is_main, rank_and_world
-from percontrast_cli.identity import checkpoint_identity
-from percontrast_cli.losses import CE, reads_artifact, weight_source
+from percontrast_cli.method.losses import CE, reads_artifact, weight_source
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
+from percontrast_cli.runtime.distributed import backend, is_main, rank_and_world
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
 from percontrast_cli.steps.scoring import estimate, reference_nll, round_estimate, score_table
 from percontrast_cli.steps.task_data import TaskData, encode_items
+from percontrast_cli.store.artifacts import Artifact
+from percontrast_cli.store.identity import checkpoint_identity
 
 
 def train_checkpoint(
@@ -78,7 +78,7 @@ def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag
     """Load the start, wrap it (LoRA), encode the training set and fit; returns model, tokenizer, log."""
     # imported here: `train` imports transformers' Trainer (seconds), which a job whose checkpoint exists
     # never needs (a rerun of a finished sweep skips every job)
-    from percontrast_cli.train import RoundsRefresh, fit
+    from percontrast_cli.method.trainer import RoundsRefresh, fit
 
     cfg = ctx.cfg
     model, tokenizer = load_model(ctx, start, training=True)

@@ -127,7 +127,7 @@ class WandbTracker(NullTracker):
         self.run.finish()
         if run_path.is_dir():
             (run_path / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
-            from percontrast_cli.progress import say
+            from percontrast_cli.runtime.progress import say
 
             upload = f"; upload with `wandb sync {run_path}`" if offline else ""
             say(
@@ -176,7 +176,7 @@ def sweep_group() -> str | None:
 
 
 def make_tracker(cfg, run_dir: str) -> NullTracker:
-    from percontrast_cli.distributed import is_main
+    from percontrast_cli.runtime.distributed import is_main
 
     if cfg.tracker.name == "wandb" and is_main():  # one run per job: rank 0 logs
         return WandbTracker(cfg, cfg.tracker, run_dir)

@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from percontrast_cli import report
-from percontrast_cli.artifacts import Artifact, ArtifactStore
+from percontrast_cli.cli.tracking import make_tracker
+from percontrast_cli.cli.validation import validate_config
 from percontrast_cli.data.show import write_prompt
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.heatmap import clip_points, html_heatmap, scale_for, terminal_heatmap
-from percontrast_cli.progress import say, show
+from percontrast_cli.reporting import report
+from percontrast_cli.reporting.heatmap import clip_points, html_heatmap, scale_for, terminal_heatmap
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import say, show
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.dialogue import evaluate_dialogue
 from percontrast_cli.steps.evaluation import evaluate
@@ -23,8 +24,7 @@ from percontrast_cli.steps.produce import job_dir, record
 from percontrast_cli.steps.scoring import estimate, given_estimate, scored_tokens
 from percontrast_cli.steps.task_data import load_task, retriever
 from percontrast_cli.steps.training import needs_estimate, starting_point, train_main
-from percontrast_cli.tracking import make_tracker
-from percontrast_cli.validation import validate_config
+from percontrast_cli.store.artifacts import Artifact, ArtifactStore
 
 
 def quiet_libraries() -> None:

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from percontrast_cli.data.encode import end_of_turn_id, pad_left
-from percontrast_cli.estimate import length_batches
-from percontrast_cli.evaluate import count_generated, decoding_config
-from percontrast_cli.progress import track
+from percontrast_cli.data.encode import end_of_turn_id, length_batches, pad_left
+from percontrast_cli.evaluation.generate import count_generated, decoding_config
+from percontrast_cli.runtime.progress import track
 
 TRANSCRIPT_ROLES = {"user": "User", "assistant": "Assistant", "system": "System"}
 

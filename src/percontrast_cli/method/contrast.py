@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from percontrast_cli.losses import token_nll
+from percontrast_cli.method.losses import token_nll
 from percontrast_cli.modeling.forward import tail, target_logits, unwrapped
 
 

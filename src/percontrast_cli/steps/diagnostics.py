@@ -15,9 +15,9 @@ import math
 import numpy as np
 
 from percontrast_cli.data.encode import CUT
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.losses import weight_signal
-from percontrast_cli.progress import say, warn
+from percontrast_cli.method.losses import weight_signal
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import say, warn
 
 
 def length_fix(items: list[dict], cfg) -> str:
@@ -30,7 +30,8 @@ def length_fix(items: list[dict], cfg) -> str:
 
 
 def check_encoding(items: list[dict], cfg) -> None:
-    """After encoding a split (pipeline.encode_items): profiles and targets lost to ``model.max_length``."""
+    """After encoding a split (steps.task_data.encode_items): profile items and targets that
+    ``model.max_length`` cut."""
     if not items:
         return
     n, max_length = len(items), cfg.model.max_length

@@ -12,7 +12,7 @@ import os
 
 import torch.distributed as dist
 
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.errors import PercontrastError
 
 # Set by the worker when it runs FSDP on CPU processes (see worker.init_process_group).
 CPU_FSDP_ENV = "PERCONTRAST_CPU_FSDP"

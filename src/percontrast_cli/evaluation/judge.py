@@ -21,17 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from percontrast_cli.artifacts import ArtifactStore
-from percontrast_cli.chat import Decoding, generate_replies, prompt_ids, render_chat
-from percontrast_cli.data.encode import pad_left
+from percontrast_cli.data.encode import length_batches, pad_left
 from percontrast_cli.data.prompts import select_profile
 from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.estimate import length_batches
+from percontrast_cli.evaluation.chat import Decoding, generate_replies, prompt_ids, render_chat
 from percontrast_cli.modeling.load import resolve_dtype
 from percontrast_cli.modeling.named import NONE, NamedModel, resolve_named
-from percontrast_cli.progress import say, track
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import say, track
+from percontrast_cli.store.artifacts import ArtifactStore
 
 SCORES = (1, 2, 3, 4, 5)
 MODES = ("expected", "parsed")

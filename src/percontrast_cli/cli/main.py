@@ -22,9 +22,12 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
-from percontrast_cli import __version__, interrupts
-from percontrast_cli.errors import PercontrastError, filesystem_message
+from percontrast_cli import __version__
+from percontrast_cli.runtime import interrupts
+from percontrast_cli.runtime.errors import PercontrastError, filesystem_message
 
+# Hydra resolves this against this file (cli/), so the package's conf/ is one folder up.
+CONFIG_PATH = "../conf"
 # The stages of stages.STAGES, named here so that --help and a typo need not import the stages (torch).
 STAGE_NAMES = ("estimate", "train", "eval", "run", "report", "inspect")
 
@@ -67,7 +70,9 @@ def config_groups() -> str:
 
 
 def version() -> str:
-    from percontrast_cli.identity import package_code_hash  # what every artifact id's code hash depends on
+    from percontrast_cli.store.identity import (
+        package_code_hash,  # what every artifact id's code hash depends on
+    )
 
     return f"percontrast {__version__} (code {package_code_hash()})"
 
@@ -142,9 +147,9 @@ def hydra_like(args):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
-    config_path = (args.config_path if args is not None else None) or "conf"
-    # this module by name: run as `python -m percontrast_cli.cli` it is __main__
-    search_path = create_automatic_config_search_path(None, "percontrast_cli.cli", config_path)
+    config_path = (args.config_path if args is not None else None) or CONFIG_PATH
+    # this module by name: run as `python -m percontrast_cli.cli.main` it is __main__
+    search_path = create_automatic_config_search_path(None, "percontrast_cli.cli.main", config_path)
     if args is not None and args.config_dir:
         directory = Path(args.config_dir).expanduser().absolute()
         if not directory.is_dir():
@@ -200,7 +205,7 @@ def validate_overrides(overrides: list[str], args=None) -> list:
     from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from percontrast_cli.validation import validate_config
+    from percontrast_cli.cli.validation import validate_config
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -371,8 +376,8 @@ def make_entry(stage: str):
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from percontrast_cli.stages import STAGES, prepare
-    from percontrast_cli.worker import WORKER_ENV, launch
+    from percontrast_cli.cli.stages import STAGES, prepare
+    from percontrast_cli.cli.worker import WORKER_ENV, launch
 
     def entry(cfg):
         try:
@@ -396,7 +401,7 @@ def make_entry(stage: str):
             record_failure(exc)
 
     entry.__name__ = f"percontrast_{stage}"
-    return hydra.main(config_path="conf", config_name="config", version_base="1.3")(entry)
+    return hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")(entry)
 
 
 def report_failures() -> None:

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 
-from percontrast_cli.contrast import target_nll
-from percontrast_cli.data.encode import Collator, flat_targets, target_count
-from percontrast_cli.distributed import gather_by_position, is_sharded_module, my_batches
-from percontrast_cli.losses import token_nll
+from percontrast_cli.data.encode import Collator, flat_targets, length_batches, target_count
+from percontrast_cli.method.contrast import target_nll
+from percontrast_cli.method.losses import token_nll
 from percontrast_cli.modeling.forward import tail, target_logits
-from percontrast_cli.progress import track
+from percontrast_cli.runtime.distributed import gather_by_position, is_sharded_module, my_batches
+from percontrast_cli.runtime.progress import track
 
 
 @dataclass
@@ -30,13 +30,6 @@ class TokenRecord:
     @property
     def scores(self) -> np.ndarray:
         return self.logp - self.cf_logp
-
-
-def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Positions grouped into batches of similar length, longest first: they pad less (callers put the
-    results back in position order)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.data.encode import IGNORE
+from percontrast_cli.runtime.errors import PercontrastError
 
 # Label value of positions without a loss (prompt, padding): F.cross_entropy's default ignore_index, the value
 # data.encode masks prompts with (tests/test_layers.py checks they agree).
-IGNORE = -100
 
 # weighting -> the signal it needs: "pir" (PerContrast scores), "reference" (a reference model's NLL),
 # "logits" (the training forward pass itself), or None (plain CE).
@@ -178,28 +178,18 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.pad(nll, (1, 0))
 
 
-def weighted_causal_lm_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    weights: torch.Tensor | None = None,
-    num_items: torch.Tensor | int | None = None,
-) -> torch.Tensor:
-    """``sum_t w_t * nll_t / num_items``.
-
-    ``num_items`` is the count of target tokens in the whole optimisation step; when a step spans several
-    micro-batches, summing this loss over them gives the mean over all the step's tokens (not a mean of
-    per-micro-batch means, which overweights short micro-batches). Defaults to this batch's count.
-    """
-    return weighted_nll(token_nll(logits, labels), labels, weights, num_items)
-
-
 def weighted_nll(
     nll: torch.Tensor,
     labels: torch.Tensor,
     weights: torch.Tensor | None = None,
     num_items: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
-    """The reduction of weighted_causal_lm_loss, for callers that also need the per-token NLL."""
+    """``sum_t w_t * nll_t / num_items`` over the per-token NLL (``token_nll``).
+
+    ``num_items`` is the count of target tokens in the whole optimisation step; when a step spans several
+    micro-batches, summing this loss over them gives the mean over all the step's tokens (not a mean of
+    per-micro-batch means, which overweights short micro-batches). Defaults to this batch's count.
+    """
     if weights is not None:
         nll = nll * weights.detach().to(nll.dtype)
     if num_items is None:

@@ -11,8 +11,14 @@ import time
 from rich.progress import Progress
 from transformers import TrainerCallback
 
-from percontrast_cli import interrupts
-from percontrast_cli.progress import new_progress, plain_line, progress_line, say, warn_if_weights_never_moved
+from percontrast_cli.runtime import interrupts
+from percontrast_cli.runtime.progress import (
+    new_progress,
+    plain_line,
+    progress_line,
+    say,
+    warn_if_weights_never_moved,
+)
 
 
 class RichProgressCallback(TrainerCallback):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.errors import PercontrastError
 
 # WordNet 3.0 lexicographer file names: Debian's wordnet-base ships the dictionary without this index file,
 # which nltk's reader needs; it is fixed by the WordNet 3.0 release.
@@ -48,11 +48,6 @@ def rouge_scores(predictions: list[str], references: list[str], stemmer: bool = 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=stemmer)
     scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
     return {name: np.array([s[name].fmeasure for s in scores]) for name in ("rouge1", "rougeL")}
-
-
-def rouge(predictions: list[str], references: list[str], stemmer: bool = False) -> dict[str, float]:
-    scores = rouge_scores(predictions, references, stemmer)
-    return {name: float(values.mean()) for name, values in scores.items()}
 
 
 def text_scores(

@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from percontrast_cli.distributed import is_main
+from percontrast_cli.runtime.distributed import is_main
 
 # The width a console takes off a terminal: wide enough that no message or table is ever wrapped.
 UNWRAPPED = 10_000

@@ -68,7 +68,14 @@ class VerifiedCache:
                 pass
 
     def knows(self, name: str, file: Path, ident: tuple[int, ...], digest: str) -> bool:
-        return _MEMO.get((str(file), ident)) == digest or self.entries.get(name) == [list(ident), digest]
+        return self.digest(name, file, ident) == digest
+
+    def digest(self, name: str, file: Path, ident: tuple[int, ...]) -> str | None:
+        """The hash recorded for `file` while it has this identity on disk, None when it must be hashed."""
+        if (found := _MEMO.get((str(file), ident))) is not None:
+            return found
+        entry = self.entries.get(name)
+        return entry[1] if isinstance(entry, list) and entry[:1] == [list(ident)] else None
 
     def add(self, name: str, file: Path, ident: tuple[int, ...], digest: str) -> None:
         _MEMO[(str(file), ident)] = digest
@@ -113,6 +120,23 @@ def payload_problem(path: Path, expected: dict, cache_file: Path | None = None) 
                 return f"{file} changed since it was written {why}"
             cache.add(name, file, ident, digest)
         return None
+    finally:
+        cache.save()
+
+
+def content_hashes(directory: Path, cache_file: Path | None) -> dict[str, str]:
+    """The hash of every file under `directory` (relative names), from the verdict cache where a file's
+    identity on disk is unchanged: pretrained weights are fingerprinted by content without rehashing
+    gigabytes on every run. The cache is keyed by resolved path, so one file serves every directory."""
+    cache = VerifiedCache(cache_file)
+    hashes = {}
+    try:
+        for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+            name, ident = str(file.resolve()), identity(file.stat())
+            digest = cache.digest(name, file, ident) or file_hash(file)
+            cache.add(name, file, ident, digest)
+            hashes[str(file.relative_to(directory))] = digest
+        return hashes
     finally:
         cache.save()
 

@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from percontrast_cli.data.encode import IGNORE, pad_left
+from percontrast_cli.data.encode import IGNORE, length_batches, pad_left
 from percontrast_cli.data.schema import Example
-from percontrast_cli.distributed import gather_by_position, my_batches
-from percontrast_cli.estimate import TokenRecord, classifier_metrics, length_batches
-from percontrast_cli.metrics import text_metrics, text_scores
-from percontrast_cli.persona_metrics import persona_metrics, score_generation, value_pool
-from percontrast_cli.progress import track
+from percontrast_cli.evaluation.persona_metrics import persona_metrics, score_generation, value_pool
+from percontrast_cli.evaluation.text_metrics import text_metrics, text_scores
+from percontrast_cli.method.estimate import TokenRecord, classifier_metrics
+from percontrast_cli.runtime.distributed import gather_by_position, my_batches
+from percontrast_cli.runtime.progress import track
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig

@@ -15,23 +15,20 @@ the model under test decodes greedily by default (``aloe.temperature``); prompts
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from percontrast_cli.chat import Decoding, generate_replies
 from percontrast_cli.data.aloe import Persona
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.judge import Judge, enabled
-from percontrast_cli.progress import say
+from percontrast_cli.evaluation.chat import Decoding, generate_replies
+from percontrast_cli.evaluation.judge import Judge, enabled
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import say
 
 CONVERSATIONS = "conversations.jsonl"  # the full dialogues, every turn with its score
 SCORES = "scores.jsonl"  # per conversation: its user (profile) and the score of every round
-BOOTSTRAP_SAMPLES = 2000
 # Judge settings that cannot change an ALOE score (they shape eval.judge's persona prompt).
 PERSONA_JUDGE_ONLY = ("prompt", "profile_items", "item_chars")
 
@@ -227,9 +224,3 @@ def check_aloe_config(cfg) -> None:
         raise PercontrastError(
             f"aloe prompts: bad placeholder ({exc}); they take positional {{}} fields"
         ) from exc
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")

@@ -14,8 +14,6 @@ never touched.
 from __future__ import annotations
 
 import errno
-import functools
-import hashlib
 import json
 import os
 import re
@@ -32,11 +30,12 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from percontrast_cli import __version__, integrity
-from percontrast_cli.distributed import broadcast, is_main, rank_and_world, settle
-from percontrast_cli.errors import FILESYSTEM_ERRNOS, PercontrastError, filesystem_message
-from percontrast_cli.fingerprint import fingerprint
-from percontrast_cli.progress import say
+from percontrast_cli import __version__
+from percontrast_cli.runtime.distributed import broadcast, is_main, rank_and_world, settle
+from percontrast_cli.runtime.errors import FILESYSTEM_ERRNOS, PercontrastError, filesystem_message
+from percontrast_cli.runtime.progress import say
+from percontrast_cli.store import integrity
+from percontrast_cli.store.fingerprint import fingerprint
 
 MANIFEST = "manifest.json"
 NO_MANIFEST = f"no {MANIFEST}"
@@ -54,16 +53,6 @@ MIN_FREE_BYTES = 1 << 20
 
 def is_artifact_id(ref: object) -> bool:
     return ref is not None and ID_PATTERN.fullmatch(str(ref)) is not None
-
-
-@functools.cache
-def code_fingerprint() -> str:
-    """Hash of the package's own source and shipped configs: any code change gives new artifact ids."""
-    package = Path(__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted([*package.rglob("*.py"), *package.rglob("*.yaml")]):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
 
 
 def payload_files(path: Path) -> dict[str, dict]:
@@ -363,7 +352,6 @@ class ArtifactStore:
                     "created": time.time(),
                     "created_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "code_version": __version__,
-                    "code": code_fingerprint(),
                     "config": config,
                     "inputs": inputs,
                     **extra,

@@ -4,9 +4,9 @@ workers: each rank re-running Hydra would make its own output dir, race on `.hyd
 `--local_rank`).
 
     percontrast train distributed=ddp distributed.num_processes=8 ...     # the parent: writes and launches
-    python -m percontrast_cli.worker --agent <accelerate config> <stage> <resolved config.yaml>
+    python -m percontrast_cli.cli.worker --agent <accelerate config> <stage> <resolved config.yaml>
         # accelerate's launcher (torchrun), quiet: the parent reports a failed worker in one line
-    python -m percontrast_cli.worker <stage> <resolved config.yaml>      # what each rank runs
+    python -m percontrast_cli.cli.worker <stage> <resolved config.yaml>      # what each rank runs
 
 The parent hands the workers its Hydra job directory and job log (environment variables): rank 0 writes the
 job record (artifacts.json, for `report`), the tracker's files and the progress lines there, as one process
@@ -29,8 +29,8 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from percontrast_cli.distributed import CPU_FSDP_ENV, PeerFailed, backend, per_machine
-from percontrast_cli.errors import PercontrastError
+from percontrast_cli.runtime.distributed import CPU_FSDP_ENV, PeerFailed, backend, per_machine
+from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.steps.produce import JOB_DIR_ENV, job_dir  # the job dir the workers record into
 
 WORKER_ENV = "PERCONTRAST_WORKER"
@@ -103,9 +103,8 @@ def launch_plan(stage: str, cfg, job_dir: str | Path) -> LaunchPlan:
     suffix = f".machine{rank}" if cfg.distributed.num_machines > 1 else ""
     resolved = job_dir / f"resolved_config{suffix}.yaml"
     accelerate_file = job_dir / f"accelerate_config{suffix}.yaml"
-    command = [
-        sys.executable, "-m", "percontrast_cli.worker", "--agent", str(accelerate_file), stage, str(resolved),
-    ]  # fmt: skip
+    agent = ["--agent", str(accelerate_file), stage, str(resolved)]
+    command = [sys.executable, "-m", "percontrast_cli.cli.worker", *agent]
     files = {
         resolved: OmegaConf.to_yaml(cfg, resolve=True),
         accelerate_file: yaml.safe_dump(accelerate_config(cfg), sort_keys=False),
@@ -118,7 +117,7 @@ def launch(stage: str, cfg, job_dir: str | Path):
     workers; a failed worker is one error with that worker's message. Stages with nothing to share out
     (report, inspect) run here, in this one process."""
     if stage not in PARALLEL_STAGES:
-        from percontrast_cli.stages import STAGES
+        from percontrast_cli.cli.stages import STAGES
 
         return STAGES[stage](cfg)
     job_dir = Path(job_dir)
@@ -227,8 +226,8 @@ def init_process_group(cfg) -> None:
 
 
 def run_worker(stage: str, path: str) -> None:
-    from percontrast_cli.distributed import rank_and_world
-    from percontrast_cli.stages import STAGES
+    from percontrast_cli.cli.stages import STAGES
+    from percontrast_cli.runtime.distributed import rank_and_world
 
     cfg = OmegaConf.load(path)
     init_process_group(cfg)
@@ -254,7 +253,7 @@ def run_agent(accelerate_file: str, stage: str, path: str) -> None:
         if name.startswith(noisy):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     args = launch_command_parser().parse_args(
-        ["--config_file", accelerate_file, "-m", "percontrast_cli.worker", stage, path]
+        ["--config_file", accelerate_file, "-m", "percontrast_cli.cli.worker", stage, path]
     )
     try:
         launch_command(args)

@@ -16,14 +16,14 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from percontrast_cli.contrast import contrast_scores
 from percontrast_cli.data.encode import IGNORE, Collator, at_targets
-from percontrast_cli.distributed import broadcast, cpu_fsdp
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.losses import normalized, token_nll, token_weights, weight_signal, weighted_nll
+from percontrast_cli.method.contrast import contrast_scores
+from percontrast_cli.method.losses import normalized, token_nll, token_weights, weight_signal, weighted_nll
+from percontrast_cli.method.training_progress import RichProgressCallback
 from percontrast_cli.modeling.forward import tail, target_logits
-from percontrast_cli.progress import say
-from percontrast_cli.training_progress import RichProgressCallback
+from percontrast_cli.runtime.distributed import broadcast, cpu_fsdp
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import say
 
 
 class ScoreTable:
@@ -256,8 +256,8 @@ class RoundsRefresh(TrainerCallback):
     """``estimator.refresh=rounds``: re-estimates the score table at fixed steps of one training run, with the
     current parameters; optimiser, scheduler and data order carry on untouched.
 
-    ``rescore(step, model)`` returns the per-example scores after ``step`` optimiser steps (the pipeline
-    publishes each round's scores as an ``estimate`` artifact, and on a resumed run reads them back from it).
+    ``rescore(step, model)`` returns the per-example scores after ``step`` optimiser steps (steps/training.py
+    publishes each round's scores as an ``estimate`` artifact, and on a resumed run reads them back).
     """
 
     def __init__(self, table: ScoreTable, boundaries: list[int], rescore: Callable):

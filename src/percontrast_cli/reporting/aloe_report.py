@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from percontrast_cli.aloe import SCORES
-from percontrast_cli.artifacts import ArtifactStore
-
-BOOTSTRAP_SAMPLES = 2000
+from percontrast_cli.evaluation.aloe import SCORES
+from percontrast_cli.reporting.stats import BOOTSTRAP_SAMPLES
+from percontrast_cli.reporting.tables import markdown_table
+from percontrast_cli.store.artifacts import ArtifactStore
 
 
 def read_scores(path: Path) -> list[dict]:
@@ -79,8 +79,7 @@ def aloe_report(store: ArtifactStore, summary: list[dict], out_dir: Path) -> str
         body.append([label, str(found["users"]), *cells, mean])
     with open(out_dir / "aloe_AL.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *body])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines = markdown_table(header, body)
     note = "95% intervals: percentile bootstrap over users (ALOE profiles with all their conversations); "
     note += "seeds pooled."
     section = "\n".join(["## ALOE: AL(k), the mean judge score at round k", "", *lines, "", note, ""])

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from percontrast_cli.fingerprint import fingerprint
+from percontrast_cli.store.fingerprint import fingerprint
 
 PACKAGE = "percontrast_cli"
 KINDS = ("model", "checkpoint", "estimate", "reference", "eval")
@@ -44,20 +44,20 @@ ENTRY_MODULES = {
 # sources and generators (their output is fingerprinted as the `data` input instead).
 NEVER_KEYS = frozenset(
     {
-        "cli",
-        "stages",
-        "worker",
-        "report",
-        "heatmap",
-        "progress",
-        "training_progress",  # the training run's progress bar and lines
-        "tracking",
-        "errors",
-        "artifacts",
-        "identity",
-        "fingerprint",
-        "validation",
-        "diagnostics",  # warnings and refusals about degenerate runs: they stop a run, never change a payload
+        "cli.main",
+        "cli.stages",
+        "cli.worker",
+        "reporting.report",
+        "reporting.heatmap",
+        "runtime.progress",
+        "method.training_progress",  # the training run's progress bar and lines
+        "cli.tracking",
+        "runtime.errors",
+        "store.artifacts",
+        "store.identity",
+        "store.fingerprint",
+        "cli.validation",
+        "steps.diagnostics",  # warnings and refusals about degenerate runs: they stop a run, never change one
         "steps.produce",  # find-or-compute bookkeeping
         "steps.inherit",  # which settings a consumer takes from its input's manifest
         "data.schema",
@@ -107,7 +107,7 @@ class Identity:
 # --- code -------------------------------------------------------------------------------------------------
 
 
-ROOT = Path(__file__).parent
+ROOT = Path(__file__).parent.parent  # the package root: module names are relative to it
 
 
 def module_path(name: str) -> Path | None:

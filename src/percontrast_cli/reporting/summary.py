@@ -11,8 +11,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from rich.markup import escape
 
-from percontrast_cli.artifacts import JOB_ARTIFACTS
-from percontrast_cli.progress import show
+from percontrast_cli.runtime.progress import show
+from percontrast_cli.store.artifacts import JOB_ARTIFACTS
 
 
 def report_command(evals_dir: Path, config) -> str:

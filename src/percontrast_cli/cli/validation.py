@@ -7,15 +7,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from percontrast_cli.aloe import check_aloe_config
 from percontrast_cli.data.aloe import check_task_config
 from percontrast_cli.data.prompts import COUNTERFACTUALS, STYLES
 from percontrast_cli.data.retrieval import BM25_TOKENS, METHODS
 from percontrast_cli.data.show import SHOW, SPLITS
 from percontrast_cli.data.sources import SUFFIXES
-from percontrast_cli.errors import PercontrastError
-from percontrast_cli.judge import check_judge_config
-from percontrast_cli.losses import NORMALIZATIONS, WEIGHTINGS
+from percontrast_cli.evaluation.aloe import check_aloe_config
+from percontrast_cli.evaluation.judge import check_judge_config
+from percontrast_cli.method.losses import NORMALIZATIONS, WEIGHTINGS
+from percontrast_cli.runtime.errors import PercontrastError
 
 
 def _choice(value, name: str, allowed) -> None:

@@ -1,0 +1,188 @@
+"""The metrics a report knows: for each its direction, its legend line and how one test example counts
+towards it (the per-example (numerator, denominator) the bootstrap resamples); the report's sections."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Sums = Callable[[dict], "tuple[float, float] | None"]
+
+
+def ratio(numerator: str, denominator: str) -> Sums:
+    """A metric pooled over tokens (or counts): sum of numerators / sum of denominators."""
+
+    def sums(row: dict):
+        if numerator in row and denominator in row:
+            return float(row[numerator]), float(row[denominator])
+        return None
+
+    return sums
+
+
+def mean_of(key: str) -> Sums:
+    """A mean of per-example scores (ROUGE, METEOR, length)."""
+    return lambda row: (float(row[key]), 1.0) if key in row else None
+
+
+def count_ratio(numerator: str, denominator: str) -> Sums:
+    """Persona rates: fields listed in `numerator` over fields listed (or counted) in `denominator`."""
+
+    def sums(row: dict):
+        if numerator not in row:
+            return None
+        total = row[denominator]
+        return float(len(row[numerator])), float(total if isinstance(total, int) else len(total))
+
+    return sums
+
+
+def field_recall(field: str) -> Sums:
+    def sums(row: dict):
+        if "persona_present" not in row:
+            return None
+        present = field in row["persona_present"]
+        return float(present and field in row["persona_recalled"]), float(present)
+
+    return sums
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    better: str  # higher | lower | "" (a description, e.g. length: neither is better)
+    about: str  # one line of the report's legend
+    sums: Sums | None = (
+        None  # per-example (numerator, denominator): the bootstrap's unit; None: no Δ interval
+    )
+    older: str | None = None  # the key older evals stored it under
+
+
+METRICS = (
+    Metric(
+        "persona_recall",
+        "higher",
+        "share of the persona fields the reference writes (name, town, brand, hobby, catchphrase, greeting, "
+        "sign-off, emoji) that the generation writes with the user's value",
+        count_ratio("persona_recalled", "persona_present"),
+    ),
+    Metric(
+        "persona_over_insertion",
+        "lower",
+        "share of the user's persona fields the reference does not write that the generation writes anyway",
+        count_ratio("persona_over_inserted", "persona_absent"),
+    ),
+    Metric(
+        "persona_leakage",
+        "lower",
+        "share of persona fields in which the generation writes another user's value",
+        count_ratio("persona_leaked", "persona_n_fields"),
+    ),
+    Metric("rougeL", "higher", "ROUGE-L F1 of the generation (LongLaMP's scorer)", mean_of("rougeL")),
+    Metric("rouge1", "higher", "ROUGE-1 F1 of the generation", mean_of("rouge1")),
+    Metric("meteor", "higher", "METEOR of the generation", mean_of("meteor")),
+    Metric(
+        "generated_words",
+        "",
+        "length of the generation in words (whitespace-split)",
+        mean_of("generated_words"),
+    ),
+    Metric(
+        "reference_nll",
+        "lower",
+        "held-out NLL of the whole reference: mean per-token NLL over all target tokens, teacher-forced (a "
+        "proper scoring rule)",
+        ratio("target_nll", "target_tokens"),
+        older="token_loss",
+    ),
+    Metric(
+        "personal_token_acc",
+        "higher",
+        "teacher-forced argmax accuracy on the personal target tokens (ground-truth persona spans)",
+        ratio("personal_correct", "personal_total"),
+    ),
+    Metric(
+        "nonpersonal_token_acc",
+        "higher",
+        "the same on the other (generic) target tokens",
+        ratio("nonpersonal_correct", "nonpersonal_total"),
+    ),
+    Metric(
+        "personal_token_loss",
+        "lower",
+        "mean NLL of the personal target tokens",
+        ratio("personal_nll", "personal_total"),
+    ),
+    Metric(
+        "nonpersonal_token_loss",
+        "lower",
+        "mean NLL of the other target tokens",
+        ratio("nonpersonal_nll", "nonpersonal_total"),
+    ),
+    Metric(
+        "judge_score",
+        "higher",
+        "eval.judge's 1-5 personalization score of the generation (expected value over the judge's "
+        "probabilities of 1-5)",
+        mean_of("judge_score"),
+    ),
+    Metric(
+        "judge_agreement", "higher", "the judge's Spearman correlation with persona recall (no Δ interval)"
+    ),
+    Metric("estimator_auroc", "higher", "PerContrast scores vs the personal spans: AUROC (no Δ interval)"),
+    Metric("estimator_f1", "higher", "the same: F1 at estimator.tau (no Δ interval)"),
+)
+
+
+SECTIONS = {  # the Markdown report's tables
+    "Generation": (
+        "persona_recall",
+        "persona_over_insertion",
+        "persona_leakage",
+        "rougeL",
+        "rouge1",
+        "meteor",
+        "generated_words",
+        "judge_score",
+        "judge_agreement",
+    ),
+    "Teacher-forced scoring of the reference": (
+        "reference_nll",
+        "personal_token_acc",
+        "nonpersonal_token_acc",
+        "personal_token_loss",
+        "nonpersonal_token_loss",
+    ),
+    "Estimator": ("estimator_auroc", "estimator_f1"),
+}
+
+
+# What the console shows (narrow): the headline metrics.
+CONSOLE = (
+    "persona_recall",
+    "persona_over_insertion",
+    "persona_leakage",
+    "reference_nll",
+    "personal_token_acc",
+    "nonpersonal_token_acc",
+    "rougeL",
+    "meteor",
+    "generated_words",
+)
+
+
+FIELD_RECALL = "persona_recall_"  # + field: per-field recall, its own table
+
+
+def metric_spec(name: str) -> Metric:
+    for metric in METRICS:
+        if metric.name == name:
+            return metric
+    if name.startswith(FIELD_RECALL):
+        field = name.removeprefix(FIELD_RECALL)
+        return Metric(name, "higher", f"persona recall of the field {field}", field_recall(field))
+    return Metric(name, "", name)
+
+
+def arrow(metric: str) -> str:
+    return {"higher": " ↑", "lower": " ↓"}.get(metric_spec(metric).better, "")

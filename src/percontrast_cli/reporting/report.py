@@ -1,0 +1,217 @@
+"""Comparison reports over eval artifacts: console text, Markdown and CSV tables, and plots.
+
+Rows (groups) are the settings that differ between the evaluated runs (what a sweep swept), seeds pooled into
+mean ± std. Each weighted-loss group is compared with the CE group that matches it in every other setting: the
+relative change of the means ("gain"), and the paired difference ("Δ": the mean over seeds of method − CE on
+the same test examples) with a 95% interval from a hierarchical bootstrap, because the test targets are not
+independent: seeds are resampled with replacement, then, within each drawn seed, the test USERS (all of a
+user's targets together: they share one persona). Evals whose per-example rows carry no user ids (older ones)
+fall back to resampling examples, and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from percontrast_cli.reporting.aloe_report import aloe_report
+from percontrast_cli.reporting.metric_table import FIELD_RECALL, METRICS, metric_spec
+from percontrast_cli.reporting.plots import (
+    plot_differences,
+    plot_metric_vs,
+    plot_token_losses,
+    plot_transfer_matrix,
+)
+from percontrast_cli.reporting.stats import baseline_of, paired_difference
+from percontrast_cli.reporting.tables import write_tables
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import say
+from percontrast_cli.store.artifacts import JOB_ARTIFACTS, Artifact, ArtifactStore
+
+# Options that can define a group (the experimental settings); seeds are pooled, plumbing is ignored.
+# train_task: what the checkpoint was trained on (task.name is what it was evaluated on).
+GROUPED = ("model.", "task.", "estimator.", "loss", "train.", "eval.", "aloe.", "train_task")
+
+
+# Options a row takes from its checkpoint's manifest; the eval-time threshold stays the eval's own.
+TRAINING_OPTIONS = ("model.", "train.", "estimator.", "loss.", "distributed.", "seed")
+
+
+EVAL_TIME = ("estimator.tau", "model.dtype")
+
+
+def collect_evals(store: ArtifactStore, refs: list[str]) -> list[Artifact]:
+    """Eval artifacts from ids, paths, `latest`, Hydra job dirs or sweep dirs; each one once."""
+    found: dict[str, Artifact] = {}
+    for ref in refs:
+        path = Path(ref)
+        job_files = (
+            [path / JOB_ARTIFACTS]
+            if (path / JOB_ARTIFACTS).is_file()
+            else sorted(path.glob(f"*/{JOB_ARTIFACTS}"))
+        )
+        if path.is_dir() and job_files:
+            for job_file in job_files:
+                eval_id = json.loads(job_file.read_text()).get("eval")
+                if eval_id is None:  # a job that failed (or was stopped) before its eval
+                    say(f"[yellow]skip[/yellow] {job_file.parent}: the job recorded no eval")
+                    continue
+                artifact = store.resolve("eval", eval_id)
+                found[artifact.id] = artifact
+        else:
+            artifact = store.resolve("eval", ref)
+            found[artifact.id] = artifact
+    if not found:
+        raise PercontrastError(f"no eval artifacts found in {refs}")
+    return list(found.values())
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
+    return out
+
+
+def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
+    """The run's options (loss as actually trained) plus its metrics and its training log."""
+    checkpoint = store.resolve("checkpoint", evaluation.inputs["checkpoint"], also=("model",))
+    options = flatten(evaluation.manifest.get("run_config", {}))
+    # How the checkpoint was trained comes from its own manifest, not from the eval job's defaults (a
+    # standalone `eval` composes default train/estimator/model settings).
+    trained = flatten(checkpoint.manifest.get("run_config", {}))
+    options.update(
+        {k: v for k, v in trained.items() if k.startswith(TRAINING_OPTIONS) and k not in EVAL_TIME}
+    )
+    # a base model (`eval checkpoint=<model id>`) was not trained here: its row is labelled `loss=none`
+    trained_with = checkpoint.manifest["config"].get("loss", {"name": "none"})
+    loss = dict(trained_with)
+    for key, value in loss.items():  # `loss.alpha=2` and `loss.alpha=2.0` are one setting
+        if isinstance(value, int) and not isinstance(value, bool):
+            loss[key] = float(value)
+    options.update(flatten({"loss": loss}))
+    options.pop("loss.name", None)
+    options["loss"] = trained_with["name"]
+    options["seed"] = checkpoint.manifest["config"].get("seed", options.get("seed"))
+    options["train_task"] = checkpoint.manifest.get("train_task", options.get("task.name"))
+    history_file = checkpoint.path / "log_history.json"
+    history = json.loads(history_file.read_text()) if history_file.is_file() else []
+    examples_file = evaluation.path / "per_example.jsonl"
+    lines = examples_file.read_text().splitlines() if examples_file.is_file() else []
+    examples = [json.loads(line) for line in lines]
+    return {
+        "options": options,
+        "metrics": evaluation.manifest["metrics"],
+        "history": history,
+        "examples": {e["id"]: e for e in examples},
+        "id": evaluation.id,
+    }
+
+
+def group_keys(rows: list[dict]) -> list[str]:
+    keys = sorted({k for r in rows for k in r["options"]})
+    varying = [k for k in keys if len({json.dumps(r["options"].get(k)) for r in rows}) > 1]
+    chosen = [k for k in varying if k.startswith(GROUPED)]
+    return chosen or ["loss"]
+
+
+def metric_value(row: dict, name: str) -> float | None:
+    metrics = row["metrics"]
+    older = metric_spec(name).older
+    value = metrics.get(name, metrics.get(older) if older else None)
+    return None if value is None else float(value)
+
+
+def report_metrics(rows: list[dict]) -> list[str]:
+    """The metrics these evals have, in the report's order (per-field persona recall last)."""
+    names = [m.name for m in METRICS if any(metric_value(r, m.name) is not None for r in rows)]
+    fields = dict.fromkeys(k for r in rows for k in r["metrics"] if k.startswith(FIELD_RECALL))
+    return names + list(fields)
+
+
+def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
+    """One entry per group: its options, label, eval rows, seeds, and per metric (mean, std, n) over seeds;
+    then each weighted-loss group's gains and paired differences vs its CE group."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row["options"].get(k) for k in keys), []).append(row)
+    metrics = report_metrics(rows)
+    summary = []
+    for values, members in sorted(groups.items(), key=lambda kv: json.dumps(kv[0], default=str)):
+        entry = {"options": dict(zip(keys, values, strict=True)), "n": len(members), "rows": members}
+        entry["seeds"] = sorted(m["options"]["seed"] for m in members)
+        ids = {i for m in members for i in m["examples"]}
+        users = {e.get("user_id") for m in members for e in m["examples"].values()}
+        entry["examples"], entry["users"] = len(ids), (len(users) if None not in users else None)
+        entry["values"] = {}
+        for metric in metrics:
+            found = [v for m in members if (v := metric_value(m, metric)) is not None]
+            if found:
+                std = statistics.stdev(found) if len(found) > 1 else None
+                entry["values"][metric] = (statistics.mean(found), std, len(found))
+        summary.append(entry)
+    add_labels(summary, keys)
+    add_gains(summary, metrics)
+    return summary
+
+
+def add_labels(summary: list[dict], keys: list[str]) -> None:
+    """Each group's label: its swept settings as `key=value`. A loss.* setting is shown only for the loss
+    whose groups differ in it (CE's fixed loss.* values, or EntCE's own clip range, say nothing)."""
+    for entry in summary:
+        loss = entry["options"].get("loss")
+        same_loss = [e for e in summary if e["options"].get("loss") == loss]
+        shown = []
+        for key in keys:
+            if key.startswith("loss.") and (
+                loss == "ce" or len({json.dumps(e["options"].get(key)) for e in same_loss}) < 2
+            ):
+                continue
+            shown.append(f"{key}={entry['options'].get(key)}")
+        entry["label"] = ", ".join(shown) or "all"
+
+
+def add_gains(summary: list[dict], metrics: list[str]) -> None:
+    """Relative change of each weighted-loss group's means vs its CE group (method / CE − 1) and the paired
+    difference with its hierarchical interval, for every metric with per-example rows."""
+    for entry in summary:
+        baseline = baseline_of(entry, summary)
+        if baseline is None:
+            continue
+        mine, theirs = entry["values"], baseline["values"]
+        entry["gain"] = {
+            m: mine[m][0] / theirs[m][0] - 1.0 for m in metrics if m in mine and m in theirs and theirs[m][0]
+        }
+        differences = {m: paired_difference(entry["rows"], baseline["rows"], m) for m in metrics}
+        entry["paired"] = {m: found for m, found in differences.items() if found}
+
+
+def make_report(store: ArtifactStore, refs: list[str], report_cfg) -> tuple[str, Path, int]:
+    """The `report` stage's work: tables and plots under report.out_dir; returns the console text, the
+    directory and the number of evals."""
+    rows = [eval_row(store, e) for e in collect_evals(store, refs)]
+    keys = group_keys(rows)
+    summary = summarize(rows, keys)
+    out_dir = Path(report_cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = write_tables(summary, keys, out_dir, refs, report_cfg.get("title"))
+    present = {m for e in summary for m in e["values"]}
+    plotted = [m for m in report_cfg.plot_metrics if m in present]
+    weighted = [e["options"] for e in summary if e["options"].get("loss") != "ce"]
+    alpha_swept = len({json.dumps(o.get("loss.alpha")) for o in weighted}) > 1
+    for metric in plotted:
+        if alpha_swept:
+            plot_metric_vs(summary, metric, "loss.alpha", out_dir / f"{metric}_vs_alpha.png")
+        if "train.lr" in keys:
+            plot_metric_vs(summary, metric, "train.lr", out_dir / f"{metric}_vs_lr.png", log_x=True)
+        if {"train_task", "task.name"} <= set(keys):
+            plot_transfer_matrix(summary, metric, out_dir / f"{metric}_transfer_matrix.png")
+    if any(m in e.get("paired", {}) for e in summary for m in plotted):
+        plot_differences(summary, plotted, out_dir / "differences_vs_ce.png")
+    plot_token_losses(summary, out_dir / "token_loss_curves.png")
+    text += aloe_report(store, summary, out_dir)  # task=aloe evals: AL(k) with intervals, AL(k) vs k
+    return text, out_dir, len(rows)
