@@ -1,6 +1,6 @@
 """Condensed Markdown tables (the results doc's) from `percontrast report` outputs: each group's label (its
 swept settings), seeds, the headline metrics (mean ± std over seeds) and their paired differences vs CE with
-the report's 95% interval (seeds, then users resampled), read from the numeric report.csv.
+the report's 95% interval (its `ci_resampled`: crossed user x seed bootstrap), read from report.csv.
 
     python scripts/claims_tables.py outputs/reports/claims_methods [outputs/reports/claims_lr ...]
     python scripts/claims_tables.py --metrics persona_recall,reference_nll outputs/reports/claims_pretrained

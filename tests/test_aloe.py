@@ -17,7 +17,7 @@ from percontrast_cli.data.aloe import load_personas
 from percontrast_cli.evaluation import aloe
 from percontrast_cli.evaluation.chat import Decoding
 from percontrast_cli.evaluation.judge import Judge, Verdict
-from percontrast_cli.reporting import aloe_report
+from percontrast_cli.reporting import aloe_report, stats
 from percontrast_cli.runtime.errors import PercontrastError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "aloe"
@@ -202,11 +202,26 @@ def test_bootstrap_resamples_users_not_conversations():
         {"user": 1, "scores": [5.0, 5.0]},
         {"user": 1, "scores": [5.0, 5.0, 4.0]},  # an extra round: only the rounds all rows have count
     ]
-    point, resampled, users = aloe_report.user_resamples(rows, samples=500)
-    assert users == 2 and point.tolist() == [3.0, 3.0] and resampled.shape == (500, 2)
-    assert set(np.unique(resampled)) == {1.0, 3.0, 5.0}
-    found = aloe_report.bootstrap_al(rows)
+    units = aloe_report.al_units([rows], rounds=2)
+    drawn = stats.bootstrap(units, draws=500)
+    assert units.unit == "user" and drawn.shape == (500, 2)
+    assert set(np.unique(drawn)) == {1.0, 3.0, 5.0}
+    found = aloe_report.bootstrap_al([rows])
+    assert found["al"] == [3.0, 3.0] and found["users"] == 2 and found["design"] == "crossed"
     assert found["low"] == [1.0, 1.0] and found["high"] == [5.0, 5.0] and found["mean"] == 3.0
+
+
+def test_aloe_difference_is_paired_by_seed_and_user():
+    """PerCE scores every user of seed 0 one point above CE, and user 1 of seed 1 two points: Δ per seed is
+    +1 and +1 (users 0 and 1 of seed 1: 0 and 2), the mean +1. Paired by seed and user, a draw can only give
+    0 (seed 1 twice, user 0 twice) up to 2 (seed 1 twice, user 1 twice), in steps of 1/2."""
+    ce = [{"user": u, "scores": [3.0, 3.0]} for u in (0, 1)]
+    perce = {0: [{"user": u, "scores": [4.0, 4.0]} for u in (0, 1)],
+             1: [{"user": 0, "scores": [3.0, 3.0]}, {"user": 1, "scores": [5.0, 5.0]}]}  # fmt: skip
+    found = aloe_report.al_difference([(perce[0], ce), (perce[1], ce)], rounds=2)
+    assert found["al"] == [1.0, 1.0] and found["mean"] == 1.0 and found["design"] == "crossed"
+    assert found["mean_low"] == pytest.approx(0.0) and found["mean_high"] == pytest.approx(2.0)
+    assert found["low"] == [0.0, 0.0] and found["high"] == [2.0, 2.0]
 
 
 def test_two_personas_two_rounds_with_the_tiny_model_in_every_role(model, tokenizer):
@@ -320,7 +335,7 @@ def test_cli_cross_scenario_eval_rerun_and_report(tmp_path):
     )
     assert reported.returncode == 0, reported.stderr[-2000:]
     table = (report_dir / "aloe_AL.md").read_text()
-    assert "AL(1)" in table and "AL(2)" in table and "bootstrap over users" in table
+    assert "AL(1)" in table and "AL(2)" in table and "crossed bootstrap over seeds x users" in table
     assert (report_dir / "aloe_AL_vs_k.png").stat().st_size > 0
 
 

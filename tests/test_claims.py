@@ -115,7 +115,7 @@ def test_pretrained_study_stops_at_a_failed_plateau_gate_then_runs_and_reports(t
         "loss=perce, loss.clip_min=1.0",
     ]
     for row in rows[1:]:
-        assert row["seeds"] == "0" and row["ci_resampled"] == "seeds, then users"
+        assert row["seeds"] == "0" and row["ci_resampled"] == "crossed: seeds x users"
         for metric in ("persona_recall", "persona_leakage", "reference_nll", "rougeL", "generated_words"):
             assert row[f"{metric}_delta"] and row[f"{metric}_ci_low"] and row[f"{metric}_ci_high"], metric
     page = (root / "reports" / "claims_pretrained" / "report.md").read_text()

@@ -96,7 +96,7 @@ def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
         assert low <= delta <= high, metric
     page = (out_dir / "report.md").read_text()
     assert page.startswith("# Report: sweep2") and "| loss=perce |" in page and "## Legend" in page
-    assert "resampled: seeds, then users" in page
+    assert "crossed bootstrap: seeds x users" in page
     assert "reference_nll (lower is better)" in shown and "  loss=perce  " in shown  # the console summary
     # alpha is not swept (CE and PerCE at the paper's alpha): no alpha plot, the Δ plot instead
     assert not list(out_dir.glob("*_vs_alpha.png"))

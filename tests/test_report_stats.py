@@ -1,5 +1,6 @@
-"""The report's statistics (issue 19): the paired difference's interval resamples users (all of a user's
-targets together) and seeds; report.csv holds numbers in separate columns; report.md says what it shows."""
+"""The report's statistics (issues 19, 29): the paired difference's interval comes from a crossed user x seed
+bootstrap (users with all of their targets, the same users for every seed; nested only when the seeds met
+different users); report.csv holds numbers in separate columns; report.md says what it shows."""
 
 import csv
 
@@ -36,12 +37,115 @@ def test_the_interval_resamples_users_with_all_of_their_targets():
     by_example = stats.paired_difference(
         [eval_row(0, "perce", base + effect)], [eval_row(0, "ce", base)], "rougeL"
     )
-    assert by_user["level"] == "users" and by_user["users"] == n_users and by_user["n"] == 2 * n_users
-    assert by_example["level"] == "examples" and by_example["users"] is None
+    assert by_user["unit"] == "user" and by_user["users"] == n_users and by_user["n"] == 2 * n_users
+    assert by_example["unit"] == "example" and by_example["users"] is None
     assert by_user["diff"] == pytest.approx(by_example["diff"]) == pytest.approx(effect.mean())
     # 40 independent users, not 80 independent targets: the interval is about sqrt(2) wider
     width = (by_user["high"] - by_user["low"]) / (by_example["high"] - by_example["low"])
     assert 1.25 < width < 1.6, width
+
+
+def crossed_study(rng, n_seeds=3, n_users=30, per_user=2, user_sd=0.08, seed_sd=0.005, noise=0.05):
+    """Per-example ROUGE-L of CE and PerCE for seeds x users x targets, every seed scored on the same users:
+    PerCE − CE = a user effect (strong) + a seed effect + noise; the true mean difference is 0."""
+    users = [f"u{u}" for u in range(n_users) for _ in range(per_user)]
+    user_effect = np.repeat(rng.normal(0, user_sd, n_users), per_user)
+    base = rng.uniform(0.3, 0.5, n_users * per_user)
+    rows = []
+    for seed in range(n_seeds):
+        shift = rng.normal(0, seed_sd)
+        ce = base + rng.normal(0, noise, base.size)
+        rows.append(eval_row(seed, "ce", ce, users))
+        perce = base + user_effect + shift + rng.normal(0, noise, base.size)
+        rows.append(eval_row(seed, "perce", perce, users))
+    return rows
+
+
+def independent_crossed_interval(rows, draws=2000, seed=1):
+    """A two-way (crossed) bootstrap written out plainly: draw the seeds, draw the users once, score every
+    drawn seed on those users; the difference of ROUGE-L means (method − CE), averaged over drawn seeds."""
+    rng = np.random.default_rng(seed)
+    by = {(r["options"]["loss"], r["options"]["seed"]): r for r in rows}
+    seeds = sorted({r["options"]["seed"] for r in rows})
+    targets = {}
+    for i, example in by[("ce", seeds[0])]["examples"].items():
+        targets.setdefault(example["user_id"], []).append(i)
+    users = sorted(targets)
+    values = []
+    for _ in range(draws):
+        drawn_seeds = rng.choice(seeds, len(seeds))
+        drawn_ids = [i for u in rng.choice(users, len(users)) for i in targets[u]]
+        per_seed = []
+        for s in drawn_seeds:
+            method = np.mean([by[("perce", s)]["examples"][i]["rougeL"] for i in drawn_ids])
+            baseline = np.mean([by[("ce", s)]["examples"][i]["rougeL"] for i in drawn_ids])
+            per_seed.append(method - baseline)
+        values.append(np.mean(per_seed))
+    return np.percentile(values, [2.5, 97.5])
+
+
+def test_the_report_interval_is_the_crossed_user_by_seed_bootstrap():
+    """Acceptance (issue 29): 2 losses x 3 seeds x 30 users with a strong user effect. The report's interval
+    is within 15% of a crossed bootstrap computed here independently, and about sqrt(3) wider than a nested
+    draw (a user resample per seed), which divides the user variance by the number of seeds."""
+    rows = crossed_study(np.random.default_rng(3))
+    keys = report.group_keys(rows)
+    (perce,) = [e for e in report.summarize(rows, keys) if e["options"]["loss"] == "perce"]
+    found = perce["paired"]["rougeL"]
+    assert found["design"] == "crossed" and found["unit"] == "user" and found["users"] == 30
+    low, high = independent_crossed_interval(rows)
+    width = found["high"] - found["low"]
+    assert abs(width / (high - low) - 1) < 0.15, (width, high - low)
+    assert abs((found["low"] + found["high"]) / 2 - (low + high) / 2) < 0.15 * width
+    units = stats.unit_sums([[perce["rows"][s], ce] for s, ce in enumerate(rows[::2])], "rougeL")
+    nested = stats.nested_bootstrap(units.sums)
+    nested_low, nested_high = stats.percentile_interval(nested[:, 0] - nested[:, 1])
+    assert width / (nested_high - nested_low) > 1.4
+
+
+def test_crossed_intervals_cover_the_true_difference():
+    """Coverage of the nominal 95% interval on simulated crossed data (true difference 0; the user effect
+    dominates), a few hundred replications: at least 0.93 crossed. The nested draw on the same data falls
+    short (about 0.87), so this check can fail."""
+    rng = np.random.default_rng(11)
+
+    def covers(drawn):
+        low, high = stats.percentile_interval(drawn[:, 0] - drawn[:, 1])
+        return low <= 0 <= high
+
+    replications, crossed, nested = 300, 0, 0
+    for replication in range(replications):
+        rows = crossed_study(rng, noise=0.08)
+        units = stats.unit_sums([[rows[2 * s + 1], rows[2 * s]] for s in range(3)], "rougeL")
+        crossed += covers(stats.bootstrap(units, 1000, replication))
+        nested += covers(stats.nested_bootstrap(units.sums, 1000, replication))
+    assert crossed / replications >= 0.93, crossed / replications
+    assert nested / replications < 0.93, nested / replications
+
+
+def test_nested_is_chosen_only_when_the_seeds_meet_different_users():
+    scores = [0.2, 0.4, 0.3, 0.5]
+    same = [eval_row(s, loss, scores, ["a", "a", "b", "b"]) for s in (0, 1) for loss in ("perce", "ce")]
+    assert stats.paired_difference(same[0::2], same[1::2], "rougeL")["design"] == "crossed"
+    users = {0: ["a", "a", "b", "b"], 1: ["c", "c", "d", "d"]}  # each seed its own test users
+    rows = [eval_row(s, loss, scores, users[s]) for s in (0, 1) for loss in ("perce", "ce")]
+    for row in rows:  # other users: other targets
+        row["examples"] = {f"{k}-s{row['options']['seed']}": v for k, v in row["examples"].items()}
+    found = stats.paired_difference(rows[0::2], rows[1::2], "rougeL")
+    assert found["design"] == "nested" and found["pairs"] == 2 and found["n"] == 8
+    assert stats.resampled(found) == "nested: seeds, then users per seed"
+
+
+def test_a_target_s_samples_are_averaged_before_the_bootstrap():
+    """eval.samples=2: a target's two generations count as their mean, and the units stay the users."""
+    method = eval_row(0, "perce", [0.5, 0.5], ["a", "b"])
+    method["examples"]["x0"]["samples"] = [{"rougeL": 0.2}, {"rougeL": 0.6}]  # mean 0.4
+    method["examples"]["x1"]["samples"] = [{"rougeL": 1.0}, {"rougeL": 0.8}]  # mean 0.9
+    found = stats.paired_difference([method], [eval_row(0, "ce", [0.5, 0.5], ["a", "b"])], "rougeL")
+    assert found["diff"] == pytest.approx((0.4 + 0.9) / 2 - 0.5) and found["units"] == 2
+    assert report.by_target([{"id": "x", "sample": 0, "v": 1}, {"id": "x", "sample": 1, "v": 2}])["x"][
+        "samples"
+    ] == [{"id": "x", "sample": 0, "v": 1}, {"id": "x", "sample": 1, "v": 2}]
 
 
 def test_a_bootstrap_draw_takes_whole_users_and_whole_seeds():
@@ -50,14 +154,23 @@ def test_a_bootstrap_draw_takes_whole_users_and_whole_seeds():
     per_user = np.zeros((1, 2, 2, 2))
     per_user[0, 0, 0] = [2.0, 0.0]  # method: numerator sums of users a, b
     per_user[:, :, 1] = 2.0  # two targets each
-    draws = stats.hierarchical_bootstrap(per_user)
-    assert set(np.round(draws, 6)) == {0.0, 0.5, 1.0}
+    drawn = stats.crossed_bootstrap(per_user)
+    assert set(np.round(drawn[:, 0] - drawn[:, 1], 6)) == {0.0, 0.5, 1.0}
     # two seeds, gain 1 in one and 0 in the other, no spread between users: resampling the seeds spans both
     per_seed = np.zeros((2, 2, 2, 3))
     per_seed[0, 0, 0] = 1.0
     per_seed[:, :, 1] = 1.0
-    draws = stats.hierarchical_bootstrap(per_seed)
-    assert set(np.round(draws, 6)) == {0.0, 0.5, 1.0}
+    drawn = stats.crossed_bootstrap(per_seed)
+    assert set(np.round(drawn[:, 0] - drawn[:, 1], 6)) == {0.0, 0.5, 1.0}
+    # crossed: one user multiset for both seeds. Seed 0 gains 1 on user a only, seed 1 on user b only; with
+    # both seeds drawn, a draw of users {a, a} gives 1/2 exactly as {b, b} does and {a, b} does
+    per_user = np.zeros((2, 2, 2, 2))
+    per_user[0, 0, 0] = [1.0, 0.0]
+    per_user[1, 0, 0] = [0.0, 1.0]
+    per_user[:, :, 1] = 1.0
+    drawn = stats.crossed_bootstrap(per_user, draws=4000)
+    both = drawn[:, 0] - drawn[:, 1]
+    assert set(np.round(both, 6)) == {0.0, 0.5, 1.0}  # nested would add 1/4 and 3/4 (own users per seed)
     rows = [eval_row(s, "perce", [0.9] * 3 if s == 0 else [0.4] * 3, ["a", "b", "c"]) for s in (0, 1)]
     found = stats.paired_difference(
         rows, [eval_row(s, "ce", [0.4] * 3, ["a", "b", "c"]) for s in (0, 1)], "rougeL"
@@ -87,7 +200,7 @@ def test_report_csv_is_numeric_and_markdown_has_title_source_sizes_and_legend(tm
     ce, perce = table
     assert float(ce["rougeL_mean"]) == pytest.approx(0.35) and float(ce["rougeL_std"]) == 0.0
     assert ce["rougeL_n"] == "2" and ce["n_users"] == "2" and ce["n_examples"] == "4"
-    assert ce["ci_resampled"] == "" and perce["ci_resampled"] == "seeds, then users"
+    assert ce["ci_resampled"] == "" and perce["ci_resampled"] == "crossed: seeds x users"
     assert ce["rougeL_delta"] == "" and ce["rougeL_gain"] == ""
     assert float(perce["rougeL_delta"]) == pytest.approx(0.325)
     assert float(perce["rougeL_gain"]) == pytest.approx(0.675 / 0.35 - 1)
@@ -100,7 +213,7 @@ def test_report_csv_is_numeric_and_markdown_has_title_source_sizes_and_legend(tm
     assert page.startswith("# Report: claims_x\n") and "Source: `outputs/hydra/claims_x`" in page
     assert "4 evals in 2 groups (swept: loss); test set: 4 targets from 2 users; seeds 0,1" in page
     assert "## Legend" in page and "**gain**" in page and "**Δ**" in page and "**\\***" in page
-    assert "resampled: seeds, then users" in page
+    assert "95% percentile, 2000 draws, crossed bootstrap: seeds x users" in page
     assert "| loss=perce | +0.3250 [" in page
     # the console text: narrow, rows labelled with the swept settings
     assert max(len(line) for line in text.splitlines()) <= 110
@@ -124,7 +237,7 @@ def test_claims_tables_condense_the_numeric_csv(tmp_path):
     assert table[0] == "| group | seeds | rougeL | Δ rougeL vs CE [95% CI] |"
     assert table[2] == "| loss=ce | 0,1 | 0.3500 ± 0.0000 |  |"
     assert table[3].startswith("| loss=perce | 0,1 | 0.6750 ± 0.0000 | +0.3250 [+0.")
-    note = "4 test targets from 2 users; Δ: method − CE, 95% interval resampling seeds, then users"
+    note = "4 test targets from 2 users; Δ: method − CE, 95% interval resampling crossed: seeds x users"
     assert table[-1] == note + " (* excludes 0)."
 
 

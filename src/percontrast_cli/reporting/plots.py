@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from percontrast_cli.reporting.metric_table import arrow
-from percontrast_cli.reporting.stats import excludes_zero, interval_level, non_loss_options
+from percontrast_cli.reporting.stats import excludes_zero, interval_description, non_loss_options
 
 
 def pyplot():
@@ -89,7 +89,7 @@ def plot_differences(summary: list[dict], metrics: list[str], path: Path) -> Non
         ax.tick_params(labelsize=8)
     axes[0][0].set_yticks(range(len(groups)), [e["label"] for e in groups], fontsize=8)
     axes[0][0].invert_yaxis()
-    title = f"method − CE, mean over seeds, 95% interval ({interval_level(summary)}); filled: excludes 0"
+    title = f"method − CE, mean over seeds [{interval_description(summary)}]; filled: excludes 0"
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,10 +3,8 @@
 Rows (groups) are the settings that differ between the evaluated runs (what a sweep swept), seeds pooled into
 mean ± std. Each weighted-loss group is compared with the CE group that matches it in every other setting: the
 relative change of the means ("gain"), and the paired difference ("Δ": the mean over seeds of method − CE on
-the same test examples) with a 95% interval from a hierarchical bootstrap, because the test targets are not
-independent: seeds are resampled with replacement, then, within each drawn seed, the test USERS (all of a
-user's targets together: they share one persona). Evals whose per-example rows carry no user ids (older ones)
-fall back to resampling examples, and the report says so.
+the same test targets) with a 95% interval from the crossed user x seed bootstrap of reporting/stats.py (the
+test targets are not independent: a user's targets share one persona, and every seed meets the same users).
 """
 
 from __future__ import annotations
@@ -102,14 +100,22 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     history = json.loads(history_file.read_text()) if history_file.is_file() else []
     examples_file = evaluation.path / "per_example.jsonl"
     lines = examples_file.read_text().splitlines() if examples_file.is_file() else []
-    examples = [json.loads(line) for line in lines]
     return {
         "options": options,
         "metrics": evaluation.manifest["metrics"],
         "history": history,
-        "examples": {e["id"]: e for e in examples},
+        "examples": by_target([json.loads(line) for line in lines]),
         "id": evaluation.id,
     }
+
+
+def by_target(rows: list[dict]) -> dict[str, dict]:
+    """Per-example rows keyed by target id. A target generated several times (eval.samples) has one row per
+    sample: its entry is the first row with all of them under "samples" (the bootstrap averages them)."""
+    found: dict[str, list[dict]] = {}
+    for row in rows:
+        found.setdefault(row["id"], []).append(row)
+    return {i: rows[0] if len(rows) == 1 else {**rows[0], "samples": rows} for i, rows in found.items()}
 
 
 def group_keys(rows: list[dict]) -> list[str]:
@@ -177,7 +183,7 @@ def add_labels(summary: list[dict], keys: list[str]) -> None:
 
 def add_gains(summary: list[dict], metrics: list[str]) -> None:
     """Relative change of each weighted-loss group's means vs its CE group (method / CE − 1) and the paired
-    difference with its hierarchical interval, for every metric with per-example rows."""
+    difference with its bootstrap interval, for every metric with per-example rows."""
     for entry in summary:
         baseline = baseline_of(entry, summary)
         if baseline is None:

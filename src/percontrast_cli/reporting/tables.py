@@ -13,7 +13,7 @@ from percontrast_cli.reporting.metric_table import (
     arrow,
     metric_spec,
 )
-from percontrast_cli.reporting.stats import BOOTSTRAP_SAMPLES, excludes_zero, interval_level
+from percontrast_cli.reporting.stats import excludes_zero, interval_description, resampled
 
 
 def format_difference(found: dict, digits: int = 4) -> str:
@@ -46,8 +46,8 @@ def csv_table(summary: list[dict], keys: list[str]) -> tuple[list[str], list[lis
         cells = [entry["label"], *(str(entry["options"][k]) for k in keys)]
         cells += [",".join(map(str, entry["seeds"])), str(entry["n"]), number(entry["examples"])]
         cells.append(number(entry["users"]))
-        levels = sorted({found["level"] for found in entry.get("paired", {}).values()})
-        cells.append("; ".join(f"seeds, then {level}" for level in levels))  # what the Δ intervals resample
+        kinds = sorted({resampled(found) for found in entry.get("paired", {}).values()})
+        cells.append("; ".join(kinds))  # what the Δ intervals resample
         for m in metrics:
             mean, std, n = entry["values"].get(m, (None, None, None))
             found = entry.get("paired", {}).get(m, {})
@@ -104,7 +104,7 @@ def markdown_report(summary: list[dict], keys: list[str], title: str, sources: l
         lines += ["", *markdown_table(header, body), ""]
         with_difference = [m for m in shown if any(m in e.get("paired", {}) for e in summary)]
         if with_difference:
-            lines += ["Δ vs CE [95% interval]; * the interval excludes 0.", ""]
+            lines += [f"Δ vs CE [{interval_description(summary)}]; * the interval excludes 0.", ""]
             header = ["group", *(f"Δ {m.removeprefix(FIELD_RECALL)}{arrow(m)}" for m in with_difference)]
             body = [
                 [
@@ -120,9 +120,12 @@ def markdown_report(summary: list[dict], keys: list[str], title: str, sources: l
         "- **mean ± std**: over the seeds of a group (one eval per seed); `seeds` lists them.",
         "- **gain** (in parentheses): relative change of the group's mean vs the matching CE group's mean, "
         "method / CE − 1 (same settings except the loss). For ↓ metrics a negative gain is the improvement.",
-        "- **Δ**: the paired difference, mean over seeds of (method − CE) on the same test examples, with a "
-        f"95% percentile interval from a hierarchical bootstrap ({BOOTSTRAP_SAMPLES} draws; resampled: "
-        f"{interval_level(summary)}, all of a user's targets together, the same draw on both sides).",
+        "- **Δ**: the paired difference, mean over seeds of (method − CE) on the same test targets (the same "
+        f"seed on both sides), with its interval: {interval_description(summary)}. Crossed: each draw "
+        "resamples the seeds and, once, the test users, and scores every drawn seed on that same user "
+        "multiset (the users are shared by all seeds); nested (only when the seeds met different users): "
+        "each seed's own users. A user is drawn with all of their targets (a target alone when the evals "
+        "carry no user ids); the same draw on both sides.",
         "- **\\***: that interval excludes 0. ↑ / ↓: higher / lower is better.",
     ]
     if not paired:
@@ -143,8 +146,7 @@ def console_text(summary: list[dict], keys: list[str], title: str) -> str:
     width = max(len(e["label"]) for e in summary)
     lines = [title, describe(summary, keys)]
     if any(e.get("paired") for e in summary):
-        lines.append(f"Δ: method − CE, mean over seeds [95% interval; resampled: {interval_level(summary)}]; "
-                     "* excludes 0")  # fmt: skip
+        lines.append(f"Δ: method − CE, mean over seeds [{interval_description(summary)}]; * excludes 0")
     for metric in (m for m in CONSOLE if m in present):
         better = metric_spec(metric).better
         lines += ["", f"{metric}" + (f" ({better} is better)" if better else "")]
