@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from percontrast_cli.reporting import plots, report, stats, tables
+from percontrast_cli.runtime.errors import PercontrastError
 
 
 def eval_row(seed, loss, scores, users=None):
@@ -266,3 +267,44 @@ def test_token_loss_curves_show_every_group_even_from_one_logged_step(tmp_path, 
     for colour in ("C0", "C1"):
         near = np.abs(axes_area - np.array(to_rgb(colour))).sum(axis=-1) < 0.15
         assert near.sum() > 20, (colour, logged_steps)
+
+
+def test_declared_primary_margin_and_the_chance_line(tmp_path):
+    """report.primary labels the others secondary; report.margin runs a TOST at the interval's level; every
+    report says how many of its intervals would exclude 0 by chance alone."""
+    from omegaconf import OmegaConf
+
+    from percontrast_cli.reporting import verdicts
+
+    users = ["a", "a", "b", "b", "c", "c"]
+    rows = [eval_row(s, "ce", [0.2, 0.4, 0.3, 0.5, 0.3, 0.4], users) for s in (0, 1)]
+    rows += [eval_row(s, "perce", [0.21, 0.41, 0.3, 0.5, 0.31, 0.4], users) for s in (0, 1)]  # Δ ≈ +0.005
+    for row in rows:
+        row["metrics"]["persona_recall"] = 0.5
+    keys = report.group_keys(rows)
+    summary = report.summarize(rows, keys)
+    declared = verdicts.Declared.from_config(
+        OmegaConf.create({"primary": "persona_recall", "margin": "rougeL:0.02"})
+    )
+    assert (declared.primary, declared.margin_metric, declared.margin) == ("persona_recall", "rougeL", 0.02)
+    declared.check({"persona_recall", "rougeL"})
+    found = summary[1]["paired"]["rougeL"]
+    assert -0.02 < found["low"] and found["high"] < 0.02
+    assert verdicts.equivalence(found, 0.02) == "equivalent within ±0.02"
+    assert verdicts.equivalence(found, 0.005) == "not shown equivalent within ±0.005"  # the interval is wider
+    text = tables.write_tables(summary, keys, tmp_path, ["sweep"], None, declared)
+    page = (tmp_path / "report.md").read_text()
+    n = len(summary[1]["paired"])
+    assert n == 2  # rougeL, persona_recall
+    chance = f"{n} Δ intervals in this report, "
+    for shown in (page, text.replace("\n  ", " ")):
+        assert "TOST rougeL, loss=perce: Δ +0.0050 [" in shown and "equivalent within ±0.02" in shown
+        assert chance in shown and f"about {0.05 * n:.1f} of them would exclude 0 by chance alone" in shown
+        assert "Primary metric: persona_recall; every other metric is secondary" in shown
+    assert "Δ rougeL ↑ (secondary)" in page and "Δ persona_recall ↑ (primary)" in page
+    assert max(len(line) for line in text.splitlines()) <= 110
+    with pytest.raises(PercontrastError, match="report.primary: these evals have no metric 'nope'"):
+        verdicts.Declared(primary="nope").check({"rougeL"})
+    for margin in ("rougeL", "rougeL:-1", "rougeL:x", ":0.1"):
+        with pytest.raises(PercontrastError, match="must be <metric>:<δ> with δ > 0"):
+            verdicts.Declared.from_config(OmegaConf.create({"primary": None, "margin": margin}))

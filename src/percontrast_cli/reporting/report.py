@@ -23,6 +23,7 @@ from percontrast_cli.reporting.plots import (
 )
 from percontrast_cli.reporting.stats import baseline_of, paired_difference
 from percontrast_cli.reporting.tables import write_tables
+from percontrast_cli.reporting.verdicts import Declared
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.store.artifacts import JOB_ARTIFACTS, Artifact, ArtifactStore
@@ -199,13 +200,15 @@ def add_gains(summary: list[dict], metrics: list[str]) -> None:
 def make_report(store: ArtifactStore, refs: list[str], report_cfg) -> tuple[str, Path, int]:
     """The `report` stage's work: tables and plots under report.out_dir; returns the console text, the
     directory and the number of evals."""
+    declared = Declared.from_config(report_cfg)
     rows = [eval_row(store, e) for e in collect_evals(store, refs)]
     keys = group_keys(rows)
     summary = summarize(rows, keys)
+    present = {m for e in summary for m in e["values"]}
+    declared.check(present)
     out_dir = Path(report_cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = write_tables(summary, keys, out_dir, refs, report_cfg.get("title"))
-    present = {m for e in summary for m in e["values"]}
+    text = write_tables(summary, keys, out_dir, refs, report_cfg.get("title"), declared)
     plotted = [m for m in report_cfg.plot_metrics if m in present]
     weighted = [e["options"] for e in summary if e["options"].get("loss") != "ce"]
     alpha_swept = len({json.dumps(o.get("loss.alpha")) for o in weighted}) > 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import textwrap
 from pathlib import Path
 
 from percontrast_cli.reporting.metric_table import (
@@ -14,6 +15,7 @@ from percontrast_cli.reporting.metric_table import (
     metric_spec,
 )
 from percontrast_cli.reporting.stats import excludes_zero, interval_description, resampled
+from percontrast_cli.reporting.verdicts import NOTHING_DECLARED, Declared, declared_lines
 
 
 def format_difference(found: dict, digits: int = 4) -> str:
@@ -77,11 +79,20 @@ def describe(summary: list[dict], keys: list[str]) -> str:
     )
 
 
-def markdown_report(summary: list[dict], keys: list[str], title: str, sources: list[str]) -> str:
+def markdown_report(
+    summary: list[dict],
+    keys: list[str],
+    title: str,
+    sources: list[str],
+    declared: Declared = NOTHING_DECLARED,
+) -> str:
     present = {m for e in summary for m in e["values"]}
     paired = any(e.get("paired") for e in summary)
     lines = [f"# {title}", ""]
     lines += [f"Source: {', '.join(f'`{s}`' for s in sources)}", "", describe(summary, keys) + ".", ""]
+    if answers := declared_lines(summary, declared):
+        lines += ["## What this report can conclude", ""]
+        lines += [f"- {line}" for line in answers] + [""]
     tables = dict(SECTIONS)
     fields = [m for m in dict.fromkeys(m for e in summary for m in e["values"]) if m.startswith(FIELD_RECALL)]
     if fields:
@@ -105,7 +116,10 @@ def markdown_report(summary: list[dict], keys: list[str], title: str, sources: l
         with_difference = [m for m in shown if any(m in e.get("paired", {}) for e in summary)]
         if with_difference:
             lines += [f"Δ vs CE [{interval_description(summary)}]; * the interval excludes 0.", ""]
-            header = ["group", *(f"Δ {m.removeprefix(FIELD_RECALL)}{arrow(m)}" for m in with_difference)]
+            header = [
+                "group",
+                *(f"Δ {m.removeprefix(FIELD_RECALL)}{arrow(m)}{declared.role(m)}" for m in with_difference),
+            ]
             body = [
                 [
                     e["label"],
@@ -128,6 +142,12 @@ def markdown_report(summary: list[dict], keys: list[str], title: str, sources: l
         "carry no user ids); the same draw on both sides.",
         "- **\\***: that interval excludes 0. ↑ / ↓: higher / lower is better.",
     ]
+    if declared.margin_metric is not None:
+        lines.append(
+            f"- **TOST** (`report.margin={declared.margin_metric}:{declared.margin:g}`): two one-sided tests "
+            "at the interval's level; equivalent within ±δ when the whole interval lies inside (−δ, +δ), "
+            "else not shown equivalent (a Δ whose interval includes 0 is not evidence of no change)."
+        )
     if not paired:
         lines.append("- No Δ here: no CE group with the same settings (and seeds) to pair with.")
     lines += ["", "Metrics:", ""]
@@ -139,7 +159,7 @@ def markdown_report(summary: list[dict], keys: list[str], title: str, sources: l
     return "\n".join(lines) + "\n"
 
 
-def console_text(summary: list[dict], keys: list[str], title: str) -> str:
+def console_text(summary: list[dict], keys: list[str], title: str, declared=NOTHING_DECLARED) -> str:
     """A narrow, plain-text view for logs and pipes: one block per headline metric, a line per group
     (labelled with its swept settings), its mean ± std over seeds and, vs CE, Δ with its interval."""
     present = {m for e in summary for m in e["values"]}
@@ -147,9 +167,11 @@ def console_text(summary: list[dict], keys: list[str], title: str) -> str:
     lines = [title, describe(summary, keys)]
     if any(e.get("paired") for e in summary):
         lines.append(f"Δ: method − CE, mean over seeds [{interval_description(summary)}]; * excludes 0")
-    for metric in (m for m in CONSOLE if m in present):
+    shown = [m for m in CONSOLE if m in present]
+    shown += [m for m in (declared.primary, declared.margin_metric) if m in present and m not in shown]
+    for metric in shown:
         better = metric_spec(metric).better
-        lines += ["", f"{metric}" + (f" ({better} is better)" if better else "")]
+        lines += ["", f"{metric}{declared.role(metric)}" + (f" ({better} is better)" if better else "")]
         for entry in summary:
             if metric not in entry["values"]:
                 continue
@@ -157,6 +179,9 @@ def console_text(summary: list[dict], keys: list[str], title: str) -> str:
             if metric in entry.get("paired", {}):
                 line += f"  Δ {format_difference(entry['paired'][metric])}"
             lines.append(line.rstrip())
+    if answers := declared_lines(summary, declared):
+        lines.append("")
+        lines += [wrapped for line in answers for wrapped in textwrap.wrap(line, 108, subsequent_indent="  ")]
     return "\n".join(lines)
 
 
@@ -165,13 +190,16 @@ def default_title(sources: list[str]) -> str:
     return f"Report: {', '.join(names)}"
 
 
-def write_tables(summary: list[dict], keys: list[str], out_dir: Path, sources=(), title=None) -> str:
-    """report.csv (numbers), report.md (title, source, sizes, tables, legend); returns the console text."""
+def write_tables(
+    summary: list[dict], keys: list[str], out_dir: Path, sources=(), title=None, declared=NOTHING_DECLARED
+) -> str:
+    """report.csv (numbers), report.md (title, source, sizes, what it can conclude, tables, legend); returns
+    the console text."""
     title = title or default_title(list(sources))
     header, body = csv_table(summary, keys)
     with open(out_dir / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(body)
-    (out_dir / "report.md").write_text(markdown_report(summary, keys, title, list(sources)))
-    return console_text(summary, keys, title)
+    (out_dir / "report.md").write_text(markdown_report(summary, keys, title, list(sources), declared))
+    return console_text(summary, keys, title, declared)

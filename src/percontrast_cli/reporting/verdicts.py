@@ -1,0 +1,113 @@
+"""What a report lets one conclude: the declared primary metric (`report.primary`; every other metric is
+secondary), an equivalence test (`report.margin=<metric>:<δ>`) instead of reading a non-significant
+difference as "no change", and how many of the report's intervals would exclude 0 by chance alone.
+
+The equivalence test is a TOST (two one-sided tests) at the level of the report's interval: each one-sided
+test at (1 − level) / 2, which holds exactly when the percentile interval lies inside (−δ, +δ). The printed
+interval therefore shows the verdict: "equivalent within δ" when it does, "not shown equivalent" otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from percontrast_cli.reporting.stats import LEVEL, excludes_zero
+from percontrast_cli.runtime.errors import PercontrastError
+
+
+@dataclass(frozen=True)
+class Declared:
+    """report.primary and report.margin, parsed (nothing declared: every field None)."""
+
+    primary: str | None = None
+    margin_metric: str | None = None
+    margin: float | None = None
+
+    @classmethod
+    def from_config(cls, report_cfg) -> Declared:
+        primary = report_cfg.get("primary")
+        margin = report_cfg.get("margin")
+        if primary is not None and (not isinstance(primary, str) or not primary.strip()):
+            raise PercontrastError(
+                f"report.primary={primary!r} must name a metric (e.g. persona_recall_slot)"
+            )
+        if margin is None:
+            return cls(primary)
+        metric, _, delta = str(margin).rpartition(":")
+        try:
+            value = float(delta)
+        except ValueError:
+            value = float("nan")
+        if not metric or not value > 0 or value == float("inf"):
+            raise PercontrastError(
+                f"report.margin={margin!r} must be <metric>:<δ> with δ > 0 (e.g. report.margin=rougeL:0.02)"
+            )
+        return cls(primary, metric, value)
+
+    def check(self, present: set[str]) -> None:
+        """One-line errors for a declared metric the evals do not have."""
+        for option, metric in (("report.primary", self.primary), ("report.margin", self.margin_metric)):
+            if metric is not None and metric not in present:
+                known = ", ".join(sorted(present))
+                raise PercontrastError(f"{option}: these evals have no metric {metric!r}; they have: {known}")
+
+    def role(self, metric: str) -> str:
+        """` (primary)`, ` (secondary)` or nothing (no primary declared): a table header's suffix."""
+        if self.primary is None:
+            return ""
+        return " (primary)" if metric == self.primary else " (secondary)"
+
+
+def equivalence(found: dict, margin: float) -> str:
+    """TOST at the interval's level: is the difference inside (−margin, +margin)?"""
+    if -margin < found["low"] and found["high"] < margin:
+        return f"equivalent within ±{margin:g}"
+    return f"not shown equivalent within ±{margin:g}"
+
+
+def intervals(summary: list[dict]) -> list[dict]:
+    return [found for entry in summary for found in entry.get("paired", {}).values()]
+
+
+def chance_line(summary: list[dict], declared: Declared) -> str | None:
+    """`28 Δ intervals here, 6 exclude 0; at 95% about 1.4 would by chance alone if nothing changed.`"""
+    found = intervals(summary)
+    if not found:
+        return None
+    excluding = sum(excludes_zero(f) for f in found)
+    expected = (1 - LEVEL) * len(found)
+    line = (
+        f"{len(found)} Δ intervals in this report, {excluding} exclude 0; at {LEVEL:.0%}, about "
+        f"{expected:.1f} of them would exclude 0 by chance alone if nothing changed"
+    )
+    if declared.primary is not None:
+        line += f". Primary metric: {declared.primary}; every other metric is secondary (exploratory)"
+    return line + "."
+
+
+def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
+    """The lines that answer the declared question: the primary metric's Δ per group, the TOST verdicts and
+    the chance line (for report.md and the console alike)."""
+    lines = []
+    labelled = [e for e in summary if e.get("paired")]
+    if declared.primary is not None:
+        for entry in labelled:
+            if (found := entry["paired"].get(declared.primary)) is not None:
+                star = "*" if excludes_zero(found) else ""
+                lines.append(
+                    f"primary {declared.primary}, {entry['label']}: Δ {found['diff']:+.4f} "
+                    f"[{found['low']:+.4f}, {found['high']:+.4f}]{star}"
+                )
+    if declared.margin_metric is not None:
+        for entry in labelled:
+            if (found := entry["paired"].get(declared.margin_metric)) is not None:
+                lines.append(
+                    f"TOST {declared.margin_metric}, {entry['label']}: Δ {found['diff']:+.4f} "
+                    f"[{found['low']:+.4f}, {found['high']:+.4f}]: {equivalence(found, declared.margin)}"
+                )
+    if (chance := chance_line(summary, declared)) is not None:
+        lines.append(chance)
+    return lines
+
+
+NOTHING_DECLARED = Declared()
