@@ -31,6 +31,22 @@ CONFIG_PATH = "../conf"
 # The stages of stages.STAGES, named here so that --help and a typo need not import the stages (torch).
 STAGE_NAMES = ("estimate", "train", "eval", "run", "report", "inspect")
 
+
+def list_things(args: list[str]) -> None:
+    from percontrast_cli.cli.inventory import main as inventory
+
+    inventory(args)
+
+
+def print_environment(args: list[str]) -> None:
+    from percontrast_cli.cli.environment import main as environment
+
+    environment(args)
+
+
+# Commands that read configs and files only: they skip Hydra's job machinery.
+QUICK_COMMANDS = {"ls": list_things, "env": print_environment}
+
 USAGE = """usage: percontrast <stage> [-m] [key=value ...] [hydra flags]
        percontrast --help | --version
 
@@ -41,6 +57,10 @@ stages:
   run        estimate -> train -> eval in one go
   report     comparison table (terminal, Markdown, CSV) + plots over eval artifacts (report.evals=...)
   inspect    token heatmap of PerContrast scores (estimate=<id> example=<n>), terminal + HTML
+
+commands that read only (no torch, answered at once):
+  ls         presets, tasks, models, losses; `ls artifacts [key=value ...]`: the store, filtered
+  env        versions, torch build, devices and bf16 support, threads, store, WordNet: for a bug report
 
 config groups (pick with group=option, e.g. loss=ce):
 {groups}
@@ -440,11 +460,17 @@ def main(argv: list[str] | None = None) -> None:
         print(version())
         return
     stage, rest = argv[0], argv[1:]
+    if stage in QUICK_COMMANDS:  # no Hydra job, no torch: answered in well under a second
+        try:
+            return QUICK_COMMANDS[stage](rest)
+        except PercontrastError as exc:
+            fail(str(exc))
     if stage not in STAGE_NAMES:
-        guess = did_you_mean(stage, STAGE_NAMES)
+        guess = did_you_mean(stage, STAGE_NAMES + tuple(QUICK_COMMANDS))
         hint = f" (did you mean {guess!r}?)" if guess else ""
         fail(
-            f"unknown stage {stage!r}{hint}; choose one of: {', '.join(STAGE_NAMES)} (see percontrast --help)"
+            f"unknown stage {stage!r}{hint}; choose one of: {', '.join(STAGE_NAMES + tuple(QUICK_COMMANDS))} "
+            "(see percontrast --help)"
         )
     import logging
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-
-import torch.distributed as dist
+import sys
 
 from percontrast_cli.runtime.errors import PercontrastError
 
@@ -23,8 +22,18 @@ class PeerFailed(PercontrastError):
     stop too, and only the failing rank reports its error."""
 
 
+def _dist():
+    """torch.distributed, imported on first use: commands that never compute (`ls`, `env`, `--help`) must not
+    pay for importing torch (seconds)."""
+    import torch.distributed
+
+    return torch.distributed
+
+
 def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
+    # A process group needs torch.distributed imported first: without it there is one process.
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -35,7 +44,7 @@ def is_main() -> bool:
 
 def barrier() -> None:
     if rank_and_world()[1] > 1:
-        dist.barrier()
+        _dist().barrier()
 
 
 def settle(error: BaseException | None) -> None:
@@ -48,7 +57,7 @@ def settle(error: BaseException | None) -> None:
         return
     outcomes: list = [None] * world
     mine = None if error is None else f"{type(error).__name__}: {error}"
-    dist.all_gather_object(outcomes, mine)
+    _dist().all_gather_object(outcomes, mine)
     failed = [(r, message) for r, message in enumerate(outcomes) if message is not None]
     if failed and error is None:
         first, message = failed[0]
@@ -60,7 +69,7 @@ def broadcast(value):
     if rank_and_world()[1] == 1:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    _dist().broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -84,7 +93,7 @@ def gather_by_position(local: dict[int, object], n: int) -> list:
     (where two ranks computed a position, see my_batches' lockstep, the lower rank's result)."""
     if rank_and_world()[1] > 1:
         parts: list = [None] * rank_and_world()[1]
-        dist.all_gather_object(parts, local)
+        _dist().all_gather_object(parts, local)
         local = {}
         for part in parts:
             for position, value in part.items():
