@@ -110,7 +110,7 @@ def throughput(base: list[str], steps: int, warmup: int) -> list[dict]:
     from transformers import PrinterCallback, Trainer
 
     from bench_train import StepTimer, right_padded
-    from percontrast_cli.cli.stages import pick_device
+    from percontrast_cli.steps.context import pick_device
     from percontrast_cli.cli.tracking import NullTracker
     from percontrast_cli.method.losses import CE
     from percontrast_cli.method.trainer import fit, training_arguments

@@ -29,7 +29,7 @@ from percontrast_cli.runtime.errors import PercontrastError, filesystem_message
 # Hydra resolves this against this file (cli/), so the package's conf/ is one folder up.
 CONFIG_PATH = "../conf"
 # The stages of stages.STAGES, named here so that --help and a typo need not import the stages (torch).
-STAGE_NAMES = ("estimate", "train", "eval", "run", "report", "inspect")
+STAGE_NAMES = ("estimate", "train", "eval", "run", "report", "inspect", "calibrate")
 
 
 def list_things(args: list[str]) -> None:
@@ -44,8 +44,14 @@ def print_environment(args: list[str]) -> None:
     environment(args)
 
 
+def plan(args: list[str]) -> None:
+    from percontrast_cli.cli.plan import main as plan_main
+
+    plan_main(args)
+
+
 # Commands that read configs and files only: they skip Hydra's job machinery.
-QUICK_COMMANDS = {"ls": list_things, "env": print_environment}
+QUICK_COMMANDS = {"ls": list_things, "env": print_environment, "plan": plan}
 
 USAGE = """usage: percontrast <stage> [-m] [key=value ...] [hydra flags]
        percontrast --help | --version
@@ -57,10 +63,13 @@ stages:
   run        estimate -> train -> eval in one go
   report     comparison table (terminal, Markdown, CSV) + plots over eval artifacts (report.evals=...)
   inspect    token heatmap of PerContrast scores (estimate=<id> example=<n>), terminal + HTML
+  calibrate  `run` at a few steps in a temporary store: measures what each stage costs here, for `plan`
 
 commands that read only (no torch, answered at once):
   ls         presets, tasks, models, losses; `ls artifacts [key=value ...]`: the store, filtered
   env        versions, torch build, devices and bf16 support, threads, store, WordNet: for a bug report
+  plan       `plan [-m] <run's overrides>`: each job's stages found / partly done / to compute, with
+             steps, tokens, estimated time and peak memory; nothing is computed, loaded or written
 
 config groups (pick with group=option, e.g. loss=ce):
 {groups}
@@ -220,8 +229,9 @@ def explain(exc: BaseException, cfg_base) -> str:
     return f"bad override: {first_line(exc)}"
 
 
-def validate_overrides(overrides: list[str], args=None) -> list:
-    """Compose the config for every point of the sweep and check its values; the composed configs."""
+def validate_overrides(overrides: list[str], args=None, with_points: bool = False) -> list:
+    """Compose the config for every point of the sweep and check its values; the composed configs (with
+    `with_points`: (the point's overrides, its config) pairs)."""
     from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -258,7 +268,7 @@ def validate_overrides(overrides: list[str], args=None) -> list:
                 except Exception:
                     base = None
                 fail(explain(exc, base))
-            composed.append(cfg)
+            composed.append((list(combination), cfg) if with_points else cfg)
     return composed
 
 
@@ -460,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
         print(version())
         return
     stage, rest = argv[0], argv[1:]
-    if stage in QUICK_COMMANDS:  # no Hydra job, no torch: answered in well under a second
+    if stage in QUICK_COMMANDS:  # no Hydra job: they read and never write (`ls`, `env`: no torch either)
         try:
             return QUICK_COMMANDS[stage](rest)
         except PercontrastError as exc:

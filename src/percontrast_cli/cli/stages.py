@@ -15,7 +15,7 @@ from percontrast_cli.reporting import report
 from percontrast_cli.reporting.heatmap import clip_points, html_heatmap, scale_for, terminal_heatmap
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say, show
-from percontrast_cli.steps.context import Context
+from percontrast_cli.steps.context import Context, pick_device
 from percontrast_cli.steps.dialogue import evaluate_dialogue
 from percontrast_cli.steps.evaluation import evaluate
 from percontrast_cli.steps.inherit import inherit
@@ -36,14 +36,6 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_warning()
     logging.getLogger("absl").setLevel(logging.WARNING)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PercontrastError("device=cuda but no CUDA device is available (use device=auto or device=cpu)")
-    return torch.device(name)
 
 
 def run_dir() -> str:
@@ -112,8 +104,11 @@ def stage_eval(cfg):
 
 def stage_run(cfg):
     """(base model -> warm-up ->) [estimate ->] train -> eval: the estimate only where training reads it."""
+    from percontrast_cli.cli.plan import estimate_vs_actual, planned_job
+
     with context(cfg) as ctx:
         data = load_task(cfg)
+        planned = planned_job(cfg, data) if cfg.checkpoint is None and cfg.estimate is None else None
         given = given_estimate(ctx, data)
         start = starting_point(ctx, data)
         first = given or (estimate(ctx, start, data) if needs_estimate(cfg) else None)
@@ -126,6 +121,39 @@ def stage_run(cfg):
             page = html_heatmap(tokens, f"estimate {first.id}", prompt=prompt, clip=clip_points(cfg.loss))
             ctx.tracker.log_html("estimate/heatmap_example0", page)
         print_artifacts([a for a in (start, first, trained, result) if a is not None], ctx.tracker)
+        estimate_vs_actual(planned, job_dir(), ctx.store.root)  # how far to trust `percontrast plan`
+        return result
+
+
+# A few steps and examples of each kind: enough for a steady per-unit time, seconds for the embedded models.
+CALIBRATION_STEPS = 6
+CALIBRATION_EXAMPLES = 8
+
+
+def stage_calibrate(cfg):
+    """`run` at a few steps and examples, in a temporary store: what each stage costs on this machine, as
+    the calibration records `percontrast plan` estimates from (paths.calibration); nothing else is kept."""
+    import tempfile
+
+    from omegaconf import open_dict
+
+    from percontrast_cli.steps import costs
+
+    with tempfile.TemporaryDirectory(prefix="percontrast-calibrate-") as store:
+        small = cfg.copy()
+        with open_dict(small):
+            small.paths.artifacts = store
+            small.train.steps = min(int(cfg.train.steps), CALIBRATION_STEPS)
+            small.train.epochs = None
+            small.train.warmup_steps = min(int(cfg.train.warmup_steps), CALIBRATION_STEPS)
+            small.train.save_every = 10**9  # no Trainer checkpoints: they would be timed as steps
+            small.eval.limit = min(cfg.eval.limit or CALIBRATION_EXAMPLES, CALIBRATION_EXAMPLES)
+        costs.SOURCE = "calibrate"
+        try:
+            result = stage_run(small)
+        finally:
+            costs.SOURCE = "run"
+        say(f"calibrated: records appended to {cfg.paths.calibration}; `percontrast plan` now uses them")
         return result
 
 
@@ -209,4 +237,5 @@ STAGES = {
     "run": stage_run,
     "report": stage_report,
     "inspect": stage_inspect,
+    "calibrate": stage_calibrate,
 }

@@ -144,9 +144,10 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def converted_smollm2(cache_root: str | Path) -> Path:
+def converted_smollm2(cache_root: str | Path, convert: bool = True) -> Path | None:
     """Dequantize the GGUF once into a plain fp32 transformers directory, cached by file hash and
-    transformers major version (the conversion takes ~35 s; loading the cache ~1 s)."""
+    transformers major version (the conversion takes ~35 s; loading the cache ~1 s). Without `convert`:
+    the cached directory, or None when it was never converted."""
     import transformers
 
     gguf = smollm2_gguf()
@@ -154,6 +155,8 @@ def converted_smollm2(cache_root: str | Path) -> Path:
     target = Path(cache_root).expanduser() / key
     if (target / "config.json").is_file():
         return target
+    if not convert:
+        return None
     target.parent.mkdir(parents=True, exist_ok=True)
     # One conversion at a time (parallel jobs share the cache), into a temp dir renamed when complete.
     with FileLock(str(target.with_name(f"{key}.lock"))):

@@ -109,7 +109,7 @@ class Memory:
     breakdown: str
 
     def __str__(self) -> str:
-        return f"~{human_bytes(self.bytes)} (estimate: {self.breakdown}; activations extra)"
+        return f"~{human_bytes(self.bytes)} (estimate: {self.breakdown}; activations and KV cache extra)"
 
 
 def training_memory(parameters: int, precision: str, lora_rank: int | None) -> Memory:
@@ -119,7 +119,8 @@ def training_memory(parameters: int, precision: str, lora_rank: int | None) -> M
     if lora_rank:
         adapters = parameters * 0.01
         return Memory(parameters * 4 + adapters * 16, f"fp32 frozen weights + LoRA r={lora_rank} with AdamW")
-    return Memory(parameters * 16, f"fp32 weights + gradients + AdamW moments, {precision} autocast")
+    compute = " (bf16 autocast)" if precision == "bfloat16" else ""
+    return Memory(parameters * 16, f"fp32 weights + gradients + AdamW moments{compute}")
 
 
 def inference_memory(parameters: int, precision: str) -> Memory:

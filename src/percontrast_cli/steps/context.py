@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from percontrast_cli.modeling.load import resolve_dtype
+from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.store.artifacts import ArtifactStore
 
 
@@ -26,3 +27,12 @@ class Context:
     def precision(self) -> str:
         """The resolved precision as artifact ids record it: ``float32`` or ``bfloat16``, never ``auto``."""
         return str(self.dtype).removeprefix("torch.")
+
+
+def pick_device(name: str) -> torch.device:
+    """`device=`: auto is CUDA when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PercontrastError("device=cuda but no CUDA device is available (use device=auto or device=cpu)")
+    return torch.device(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from percontrast_cli.evaluation.judge import judge_eval, judge_identity
 from percontrast_cli.evaluation.text_metrics import wordnet
 from percontrast_cli.method.estimate import teacher_forced_pass
 from percontrast_cli.runtime.progress import show
+from percontrast_cli.steps import costs
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model
 from percontrast_cli.steps.produce import produce, write_jsonl
@@ -25,7 +27,7 @@ from percontrast_cli.store.identity import eval_identity
 
 def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     cfg = ctx.cfg
-    test = data.test if cfg.eval.limit is None else data.test[: cfg.eval.limit]
+    test = eval_examples(cfg, data)
     identity = evaluation_identity(ctx, checkpoint, test)
 
     def build(tmp: Path, manifest: dict) -> None:
@@ -34,14 +36,20 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
         model.to(ctx.device)
         torch.manual_seed(cfg.seed)
         items = encode_items(tokenizer, test, cfg, with_counterfactual=True)
+        started = time.perf_counter()
         records = teacher_forced_pass(
             model, tokenizer.pad_token_id, items, cfg.eval.batch_size, ctx.device, "score"
         )
+        scored = costs.scoring_work(records, time.perf_counter() - started, contrast=True)
         metrics = token_metrics(records, cfg.estimator.tau)
         # Generation starts from the same (truncated) prompt ids that scoring used, and stops where the model
         # was trained to stop.
         stop_ids = sorted({end_of_turn_id(tokenizer, cfg.model.chat_template), tokenizer.eos_token_id})
+        started = time.perf_counter()
         predictions, throughput = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
+        requested = len(items) * cfg.eval.max_new_tokens  # the plan's count: an early stop makes it a bound
+        generated = costs.work_entry("generate", requested, time.perf_counter() - started)
+        manifest["work"] = [scored, generated]
         metrics.update(throughput)
         rows, scores = score_outputs(test, predictions, records, cfg.eval, wn, pool=data.train + data.test)
         metrics.update(scores)
@@ -66,6 +74,11 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     ctx.tracker.summary({f"eval/{k}": v for k, v in metrics.items()})
     show(metrics_table(metrics, f"eval {result.id} (checkpoint {checkpoint.id})"))
     return result
+
+
+def eval_examples(cfg, data: TaskData) -> list:
+    """The test examples an eval scores and generates for (`eval.limit` of them)."""
+    return data.test if cfg.eval.limit is None else data.test[: cfg.eval.limit]
 
 
 def evaluation_identity(ctx: Context, checkpoint: Artifact, test: list):

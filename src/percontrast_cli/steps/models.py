@@ -39,13 +39,7 @@ def load_model(ctx: Context, artifact: Artifact, with_model: bool = True, traini
 def pretrained_model(ctx: Context) -> Artifact:
     """A `model` artifact that points at pretrained weights (embedded SmolLM2, hub id or local dir)."""
     cfg = ctx.cfg
-    revision = None
-    if cfg.model.source == "smollm2":
-        location: str | Path = converted_smollm2(cfg.paths.cache)
-    else:
-        location = cfg.model.name_or_path
-        if not Path(location).is_dir():
-            revision = hub_revision(location, cfg.model.get("revision"))
+    location, revision = pretrained_location(cfg)
     identity = model_identity(cfg, weights_fp=weights_fingerprint(location, revision, cfg.paths.cache))
 
     def build(tmp: Path, manifest: dict) -> str:
@@ -55,6 +49,16 @@ def pretrained_model(ctx: Context) -> Artifact:
         return f" ({location})"
 
     return produce(ctx, identity, build, role="model", done="registered")
+
+
+def pretrained_location(cfg, convert: bool = True) -> tuple[str | Path | None, str | None]:
+    """Where a pretrained model's weights are (a directory or a hub id) and the hub commit they resolve to.
+    Without `convert`, the embedded SmolLM2 that was never converted has no location yet (None)."""
+    if cfg.model.source == "smollm2":
+        return converted_smollm2(cfg.paths.cache, convert=convert), None
+    location = cfg.model.name_or_path
+    revision = None if Path(location).is_dir() else hub_revision(location, cfg.model.get("revision"))
+    return location, revision
 
 
 def base_model(ctx: Context, data: TaskData) -> Artifact:

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from percontrast_cli.runtime.distributed import is_main
 from percontrast_cli.runtime.progress import say
+from percontrast_cli.steps import costs
 from percontrast_cli.store.artifacts import JOB_ARTIFACTS, Artifact
 from percontrast_cli.store.identity import Identity
 
@@ -78,8 +79,17 @@ def produce(
             tmp,
             manifest,
         ):
-            note = build(tmp, manifest)
+            if is_main():
+                costs.record_startup(ctx)
+            with costs.measured(ctx.device) as spent:
+                note = build(tmp, manifest)
+            # what it cost: recorded, never part of the id; `plan` estimates the next one from it
+            # (a build that names no work counts as one unit of work of its kind: a base model's build)
+            work = manifest.pop("work", None) or [costs.work_entry(kind, 1, spent["seconds"])]
+            manifest["timing"] = costs.timing(spent, work)
         say(f"[green]{done}[/green] {kind} {artifact_id}{note or ''}")
+        if is_main():
+            costs.record(ctx, kind, artifact_id, manifest["timing"])
         found = ctx.store.find(kind, artifact_id)
     if role is not None:
         record(role, artifact_id)

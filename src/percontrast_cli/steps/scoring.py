@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from percontrast_cli.method.estimate import (
 )
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say
+from percontrast_cli.steps import costs
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.diagnostics import check_scores
 from percontrast_cli.steps.models import load_model, named_checkpoint
@@ -53,9 +55,11 @@ def score_training_set(ctx: Context, kind: str, checkpoint: Artifact, data: Task
         model.to(ctx.device)
         contrast = kind == "estimate"
         items = encode_items(tokenizer, data.train, ctx.cfg, with_counterfactual=contrast)
+        started = time.perf_counter()
         records = teacher_forced_pass(
             model, tokenizer.pad_token_id, items, ctx.cfg.estimator.batch_size, ctx.device, kind, contrast
         )
+        manifest["work"] = [costs.scoring_work(records, time.perf_counter() - started, contrast)]
         return write_scores(ctx, tmp, manifest, kind, data, records, checkpoint.id)
 
     artifact = produce(ctx, identity, build, role=kind)

@@ -26,8 +26,9 @@ class TaskData:
         return dataset_fingerprint(self.train)
 
 
-def load_task(cfg) -> TaskData:
-    """The task's train/test examples: generated (synthetic), from data.path, or from the hub."""
+def load_task(cfg, check_retriever: bool = True) -> TaskData:
+    """The task's train/test examples: generated (synthetic), from data.path, or from the hub. The
+    retriever is built (a dense one loads its model) unless `check_retriever` is off (`plan`)."""
     task_cfg, data_cfg = cfg.task, cfg.data
     if task_cfg.source == "aloe":
         raise PercontrastError("task=aloe is evaluation only: `percontrast eval task=aloe checkpoint=<id>`")
@@ -42,7 +43,8 @@ def load_task(cfg) -> TaskData:
     else:
         splits = load_splits(task_cfg, data_cfg, cfg.prompt.style, cfg.eval.split)
     trimmed = {name: [trim(e, data_cfg) for e in rows[: data_cfg.limit]] for name, rows in splits.items()}
-    retriever(cfg)  # a retriever that cannot load fails here, before any work
+    if check_retriever:
+        retriever(cfg)  # a retriever that cannot load fails here, before any work
     return TaskData(trimmed["train"], trimmed["test"])
 
 

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from percontrast_cli.method.losses import CE, reads_artifact, weight_source
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.runtime.distributed import backend, is_main, rank_and_world
+from percontrast_cli.steps import costs
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
@@ -42,9 +43,11 @@ def train_checkpoint(
     work_dir = ctx.store.root / ".work" / f"checkpoint-{identity.id}"
 
     def build(tmp: Path, manifest: dict) -> str:
+        resumed = resumable_step(work_dir) or 0
         model, tokenizer, history = run_training(
             ctx, identity.id, start, data, loss_cfg, source, steps, tag, scores, work_dir
         )
+        manifest["work"] = training_work(history, steps - resumed, source)
         if is_main():  # fit gathered the trained model (sharded or not) onto rank 0; it writes
             save_trained(model, tokenizer, tmp)
             (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
@@ -55,6 +58,22 @@ def train_checkpoint(
     artifact = produce(ctx, identity, build, role=role, done="trained", extra=extra)
     shutil.rmtree(work_dir, ignore_errors=True)
     return artifact
+
+
+def resumable_step(work_dir: Path) -> int | None:
+    """The optimiser step an interrupted training in `work_dir` resumes from (None: it starts afresh)."""
+    from percontrast_cli.method.trainer import last_complete_checkpoint
+
+    found = last_complete_checkpoint(work_dir)
+    return int(Path(found).name.split("-")[-1]) if found else None
+
+
+def training_work(history: list[dict], steps: int, source: str | None) -> list[dict]:
+    """The training loop's time (the Trainer's own `train_runtime`) per optimiser step of this session."""
+    runtime = next((entry["train_runtime"] for entry in reversed(history) if "train_runtime" in entry), None)
+    if runtime is None or steps <= 0:
+        return []
+    return [costs.work_entry(f"train:{source or 'ce'}", steps, runtime)]
 
 
 def training_identity(ctx: Context, start: Artifact, data: TaskData, loss_cfg, steps: int, scores=None):
@@ -120,13 +139,24 @@ def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag
 
 def warmup(ctx: Context, base: Artifact, data: TaskData) -> Artifact:
     """Models trained from scratch get a plain-CE warm-up, shared by every loss and alpha of a sweep."""
-    if not ctx.cfg.model.from_scratch or ctx.cfg.train.warmup_steps == 0:
+    if not needs_warmup(ctx.cfg):
         return base
-    if ctx.cfg.train.warmup_lr is not None:  # one warm-up for a whole learning-rate sweep
-        cfg = ctx.cfg.copy()
-        cfg.train.lr, cfg.train.warmup_lr = cfg.train.warmup_lr, None
-        ctx = dataclasses.replace(ctx, cfg=cfg)
+    ctx = warmup_context(ctx)
     return train_checkpoint(ctx, base, data, CE, ctx.cfg.train.warmup_steps, tag="warmup", role="start")
+
+
+def needs_warmup(cfg) -> bool:
+    return bool(cfg.model.from_scratch) and cfg.train.warmup_steps > 0
+
+
+def warmup_context(ctx: Context) -> Context:
+    """The warm-up's settings: `train.warmup_lr`, when set, is its learning rate (one warm-up for a whole
+    learning-rate sweep)."""
+    if ctx.cfg.train.warmup_lr is None:
+        return ctx
+    cfg = ctx.cfg.copy()
+    cfg.train.lr, cfg.train.warmup_lr = cfg.train.warmup_lr, None
+    return dataclasses.replace(ctx, cfg=cfg)
 
 
 def starting_point(ctx: Context, data: TaskData) -> Artifact:
@@ -160,11 +190,20 @@ def train_main(ctx: Context, start: Artifact, first_estimate: Artifact | None, d
     run (rounds, starting from `first_estimate`); LossCE reads the start checkpoint's NLL; the other
     weightings read the training pass itself."""
     cfg = ctx.cfg
-    source = weight_source(cfg.loss, cfg.estimator.refresh)
     scores = None
-    if reads_artifact(source) == "estimate":
+    if main_scores_kind(cfg) == "estimate":
         scores = first_estimate or estimate(ctx, start, data)
-    elif reads_artifact(source) == "reference":
+    elif main_scores_kind(cfg) == "reference":
         scores = reference_nll(ctx, start, data)
-    tag = f"{cfg.loss.name}-rounds" if source == "rounds" else cfg.loss.name
-    return train_checkpoint(ctx, start, data, cfg.loss, total_steps(cfg.train, len(data.train)), tag, scores)
+    steps = total_steps(cfg.train, len(data.train))
+    return train_checkpoint(ctx, start, data, cfg.loss, steps, training_tag(cfg), scores)
+
+
+def main_scores_kind(cfg) -> str | None:
+    """The artifact kind the main training reads its token weights from (None: it reads none)."""
+    return reads_artifact(weight_source(cfg.loss, cfg.estimator.refresh))
+
+
+def training_tag(cfg) -> str:
+    source = weight_source(cfg.loss, cfg.estimator.refresh)
+    return f"{cfg.loss.name}-rounds" if source == "rounds" else cfg.loss.name

@@ -59,6 +59,8 @@ NEVER_KEYS = frozenset(
         "cli.validation",
         "steps.diagnostics",  # warnings and refusals about degenerate runs: they stop a run, never change one
         "steps.produce",  # find-or-compute bookkeeping
+        "steps.costs",  # what a stage cost (time, memory): recorded beside the payload, never in it
+        "store.calibration",
         "steps.inherit",  # which settings a consumer takes from its input's manifest
         "data.schema",
         "data.sources",
