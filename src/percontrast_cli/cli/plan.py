@@ -87,30 +87,39 @@ def memory_mark(stage) -> str:
     return ""
 
 
-def totals(plans: list, startup: calibration.Record | None = None) -> list[str]:
-    """Totals over the distinct stages (a stage two jobs share is computed once), plus the process's start
-    when anything is left to compute."""
+def distinct_stages(plans: list) -> tuple[dict, int]:
+    """The distinct stages of a sweep (a stage two jobs share is computed once) and how many are shared."""
     unique, uses = {}, {}
     for plan in plans:
         for stage in plan.stages:
             unique.setdefault((stage.kind, stage.id), stage)
             uses[(stage.kind, stage.id)] = uses.get((stage.kind, stage.id), 0) + 1
-    left = [s for s in unique.values() if s.status != "found"]
-    known = [s.seconds for s in left if s.seconds is not None]
-    unknown = len(left) - len(known)
-    shared = sum(1 for count in uses.values() if count > 1)
-    found = len(unique) - len(left)
+    return unique, sum(1 for count in uses.values() if count > 1)
+
+
+def estimated_total(plans: list, startup: calibration.Record | None) -> tuple[float, int, float]:
+    """(estimated seconds of what is left, including the process's start; stages whose time is unknown;
+    the start's share)."""
+    left = [s for s in distinct_stages(plans)[0].values() if s.status != "found"]
     start = startup.seconds_per_unit if startup is not None and left else 0.0
-    time = duration(sum(known) + start) if not unknown else f"unknown for {unknown} of them"
-    if unknown and known:
-        time = f"≥ {duration(sum(known) + start)} (unknown for {unknown} of them)"
+    known = sum(s.seconds for s in left if s.seconds is not None)
+    return known + start, sum(1 for s in left if s.seconds is None), start
+
+
+def totals(plans: list, startup: calibration.Record | None = None) -> list[str]:
+    unique, shared = distinct_stages(plans)
+    left = sum(1 for s in unique.values() if s.status != "found")
+    seconds, unknown, start = estimated_total(plans, startup)
+    time = duration(seconds)
+    if unknown:
+        time = f"≥ {time} (unknown for {unknown} of them)" if seconds else f"unknown for {unknown} of them"
     if start:
         time += (
             f", with {duration(start)} to start the process ({calibration.describe(startup, startup.key)})"
         )
     return [
         f"jobs: {len(plans)}; distinct stages: {len(unique)} ({shared} shared between jobs, counted once)",
-        f"found: {found}; to compute (or finish): {len(left)}; estimated time: {time}",
+        f"found: {len(unique) - left}; to compute (or finish): {left}; estimated time: {time}",
     ]
 
 
