@@ -110,11 +110,10 @@ def throughput(base: list[str], steps: int, warmup: int) -> list[dict]:
     from transformers import PrinterCallback, Trainer
 
     from bench_train import StepTimer, right_padded
-    from percontrast_cli.steps.context import pick_device
     from percontrast_cli.cli.tracking import NullTracker
     from percontrast_cli.method.losses import CE
     from percontrast_cli.method.trainer import fit, training_arguments
-    from percontrast_cli.steps.context import Context
+    from percontrast_cli.steps.context import Context, pick_device
     from percontrast_cli.steps.models import load_model
     from percontrast_cli.steps.task_data import encode_items, load_task
     from percontrast_cli.steps.training import starting_point

@@ -44,10 +44,17 @@ def print_environment(args: list[str]) -> None:
     environment(args)
 
 
-def plan(args: list[str]) -> None:
-    from percontrast_cli.cli.plan import main as plan_main
+def plan(rest: list[str]) -> None:
+    """`percontrast plan`: run's command line, composed and validated as `run` would, then planned."""
+    from percontrast_cli.cli.plan import show_plan
 
-    plan_main(args)
+    parser = hydra_parser()
+    overrides, flags = split_command_line(rest, parser)
+    args = parser.parse_args([*overrides, *flags])
+    points = validate_overrides(overrides, args, with_points=True)
+    if len(points) > 1 and not args.multirun:
+        fail("plan: these overrides sweep several values: add -m, as `run` needs it")
+    show_plan(points, overrides)
 
 
 # Commands that read configs and files only: they skip Hydra's job machinery.

@@ -132,15 +132,8 @@ def bases(plans: list) -> list[str]:
     return list(seen)
 
 
-def main(rest: list[str]) -> None:
-    from percontrast_cli.cli.main import fail, hydra_parser, split_command_line, validate_overrides
-
-    parser = hydra_parser()
-    overrides, flags = split_command_line(rest, parser)
-    args = parser.parse_args([*overrides, *flags])
-    points = validate_overrides(overrides, args, with_points=True)
-    if len(points) > 1 and not args.multirun:
-        fail("plan: these overrides sweep several values: add -m, as `run` needs it")
+def show_plan(points: list, overrides: list[str]) -> None:
+    """The plan of a sweep's points ((overrides, composed config) pairs) on stdout."""
     plans, startup = plan_jobs(points)
     show(job_table(plans))
     for line in totals(plans, startup):
