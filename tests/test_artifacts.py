@@ -254,6 +254,49 @@ def test_latest_names_every_newer_artifact_it_passes_over(tmp_path, capsys):
     assert leftover.is_dir()  # latest only reads
 
 
+def tree(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("copied", ["renamed", "other kind"])
+def test_an_artifact_that_is_not_what_its_place_says_is_one_line_and_touches_nothing(
+    tmp_path, capsys, copied
+):
+    """A manifest whose id is not its directory's name (an edited or copied artifact), or whose kind is not
+    its folder's, is refused on every read path (find, by id, by path, latest), naming both."""
+    store = ArtifactStore(tmp_path)
+    if copied == "renamed":
+        original = publish(store, "checkpoint", {"n": 1}, {})
+        place = tmp_path / "checkpoint" / artifact_id_of("checkpoint", {"n": 2}, {})
+        named = [repr(original.id), repr(place.name)]
+    else:
+        original = publish(store, "eval", {"n": 1}, {})
+        place = tmp_path / "checkpoint" / original.id
+        named = ["kind 'eval'", "'checkpoint' folder"]
+    shutil.copytree(original.path, place)
+    before = tree(tmp_path)
+    for read in (
+        lambda: store.find("checkpoint", place.name),
+        lambda: store.resolve("checkpoint", place.name),
+        lambda: store.resolve("checkpoint", str(place)),
+    ):
+        with pytest.raises(PercontrastError) as caught:
+            read()
+        message = str(caught.value)
+        assert "\n" not in message and str(place) in message
+        assert all(name in message for name in named), message
+    capsys.readouterr()
+    if copied == "renamed":  # latest passes the copy over, naming both, and takes the original
+        assert store.resolve("checkpoint", "latest").path == original.path
+        said = capsys.readouterr().err
+    else:
+        with pytest.raises(PercontrastError, match="no usable checkpoint artifact") as caught:
+            store.resolve("checkpoint", "latest")
+        said = str(caught.value)
+    assert all(name in " ".join(said.split()) for name in named), said
+    assert tree(tmp_path) == before
+
+
 def test_latest_with_nothing_usable_is_one_error_naming_why(tmp_path):
     store = ArtifactStore(tmp_path)
     damaged = publish(store, "checkpoint", {"n": 1}, {})

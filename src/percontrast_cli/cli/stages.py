@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from omegaconf import open_dict
 from rich.table import Table
 
 from percontrast_cli.cli.tracking import make_tracker
@@ -183,7 +184,14 @@ def prepare(stage: str, cfg, overrides: list[str]):
         artifact = store.resolve("checkpoint", "latest")  # what inspected_estimate will score
     else:
         artifact = store.resolve("estimate", cfg.estimate)
-    return inherit(cfg, artifact, overrides)
+    cfg = inherit(cfg, artifact, overrides)
+    if cfg[ref_key] == "latest" and (ref_key == "checkpoint" or artifact.kind == "estimate"):
+        # `latest` is read once: the stage (and every worker) uses this artifact, not whatever another job
+        # publishes meanwhile, and the artifacts it passed over are named once
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg[ref_key] = artifact.id
+    return cfg
 
 
 def stage_report(cfg):

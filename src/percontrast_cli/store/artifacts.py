@@ -36,6 +36,7 @@ from percontrast_cli.runtime.errors import FILESYSTEM_ERRNOS, PercontrastError, 
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.store import integrity
 from percontrast_cli.store.fingerprint import fingerprint
+from percontrast_cli.store.identity import KINDS
 
 MANIFEST = "manifest.json"
 NO_MANIFEST = f"no {MANIFEST}"
@@ -72,6 +73,26 @@ def incomplete_reason(path: Path) -> str | None:
     if not isinstance(manifest, dict) or any(key not in manifest for key in REQUIRED):
         return f"{MANIFEST} lacks {', '.join(k for k in REQUIRED if k not in (manifest or {}))}"
     return None
+
+
+def misplaced_reason(path: Path, manifest: dict) -> str | None:
+    """Why a complete manifest is not the artifact its place says (an edited or copied artifact): its `id`
+    must be its directory's name and, inside a kind folder, its `kind` that folder's name. None when it is."""
+    problems = []
+    if str(manifest["id"]) != path.name:
+        problems.append(f"id {manifest['id']!r} but its directory is named {path.name!r}")
+    if path.parent.name in KINDS and manifest["kind"] != path.parent.name:
+        problems.append(f"kind {manifest['kind']!r} but it sits in the {path.parent.name!r} folder")
+    if not problems:
+        return None
+    return f"its {MANIFEST} says {' and '.join(problems)} (an edited or copied artifact)"
+
+
+def misplaced_error(path: Path, reason: str) -> PercontrastError:
+    return PercontrastError(
+        f"{path} is not the artifact its place says: {reason}; move it back to "
+        "<store>/<its kind>/<its id>/ or delete it, then rerun"
+    )
 
 
 def _host() -> str:
@@ -222,7 +243,7 @@ class ArtifactStore:
             if is_main():
                 self.move_aside(kind, path, reason)
             return None
-        return self.checked(load_artifact(path))
+        return self.checked(load_artifact(path))  # load_artifact refuses a misplaced one, touching nothing
 
     def move_aside(self, kind: str, path: Path, reason: str) -> Path:
         if not self.owns(kind, path):  # the one guard between a bug and a user's directory
@@ -270,7 +291,9 @@ class ArtifactStore:
                 candidates.append((_mtime(path), path, f"still being written by {who}"))
             elif not path.name.startswith("."):
                 reason = incomplete_reason(path)
-                created = _mtime(path) if reason else load_artifact(path).manifest["created"]
+                manifest = None if reason else _read_manifest(path)
+                reason = reason or misplaced_reason(path, manifest)
+                created = _mtime(path) if reason else manifest["created"]
                 if not isinstance(created, int | float):
                     created, reason = _mtime(path), f"{MANIFEST} has no creation time"
                 candidates.append((created, path, reason))
@@ -279,8 +302,6 @@ class ArtifactStore:
             if reason is None:
                 artifact = load_artifact(path)
                 try:
-                    if artifact.kind != kind:
-                        raise PercontrastError(f"its manifest says it is a {artifact.kind} artifact")
                     return self.checked(artifact), passed
                 except PercontrastError as exc:
                     reason = str(exc).split(" is damaged: ")[-1]
@@ -405,11 +426,19 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def _read_manifest(path: Path) -> dict:
+    return json.loads((path / MANIFEST).read_text())
+
+
 def load_artifact(path: str | Path) -> Artifact:
+    """The artifact in `path`, once its manifest is complete and says what the place says (its directory
+    name, its kind folder): an error that touches nothing otherwise."""
     path = Path(path)
     if (reason := incomplete_reason(path)) is not None:
         raise PercontrastError(f"{path}: not a usable artifact ({reason})")
-    manifest = json.loads((path / MANIFEST).read_text())
+    manifest = _read_manifest(path)
+    if (reason := misplaced_reason(path, manifest)) is not None:
+        raise misplaced_error(path, reason)
     return Artifact(kind=manifest["kind"], id=manifest["id"], path=path, manifest=manifest)
 
 
