@@ -254,10 +254,6 @@ def test_latest_names_every_newer_artifact_it_passes_over(tmp_path, capsys):
     assert leftover.is_dir()  # latest only reads
 
 
-def tree(root):
-    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*"))
-
-
 @pytest.mark.parametrize("copied", ["renamed", "other kind"])
 def test_an_artifact_that_is_not_what_its_place_says_is_one_line_and_touches_nothing(
     tmp_path, capsys, copied
