@@ -74,11 +74,13 @@ def test_published_pairing_and_order():
         ('"a"\n\n"b"\n', "personality_eval.jsonl:2: empty line"),
         ('"a"\n"  "\n', "personality_eval.jsonl:2: empty description"),
         ("\n\n", "personality_eval.jsonl: no entries"),
+        (b'"a"\n"caf\xe9"\n', "personality_eval.jsonl: line 2: byte 0xe9 at column 5 is not valid UTF-8"),
     ],
 )
 def test_malformed_file_is_one_line_naming_file_and_line(tmp_path, content, message):
     (tmp_path / "profile_eval.jsonl").write_text((FIXTURE / "profile_eval.jsonl").read_text())
-    (tmp_path / "personality_eval.jsonl").write_text(content)
+    written = tmp_path / "personality_eval.jsonl"
+    written.write_bytes(content) if isinstance(content, bytes) else written.write_text(content)
     with pytest.raises(PercontrastError) as err:
         load_personas(tmp_path, None, 1)
     assert message in str(err.value) and "\n" not in str(err.value)

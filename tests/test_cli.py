@@ -11,6 +11,8 @@ from hydra import compose, initialize_config_module
 from percontrast_cli.cli.main import main
 from percontrast_cli.cli.validation import COMMON_SCHEDULERS, validate_config
 
+FIXTURES = Path(__file__).parent / "fixtures"
+
 
 def cli(*args, cwd=None, env=None):
     return subprocess.run(
@@ -83,6 +85,36 @@ def cli(*args, cwd=None, env=None):
         # the outputs root: a file, or a place where nothing can be created
         (["run", "paths.root=data.csv"], "data.csv: Not a directory; a part of that path is a file"),
         (["run", "paths.root=/proc/percontrast"], "cannot create outputs root /proc/percontrast: "),
+        # integer ranges the libraries enforce later (numpy's 32-bit seed, C integers)
+        (["run", "seed=4294967296"], "seed=4294967296 must be an integer in [0, 4294967295]"),
+        (["run", f"seed={2**64}"], f"seed={2**64} must be an integer in [0, 4294967295]"),
+        (["run", "seed=1e26"], "seed=1e+26 must be an integer >= 0"),
+        (["run", "task.seed=-1"], "task.seed=-1 must be an integer >= 0"),
+        (["run", "task.n_test_users=0"], "task.n_test_users=0 must be an integer >= 1"),
+        (["run", f"train.steps={2**70}"], "must be an integer in [1, 9223372036854775807]"),
+        (["run", f"+task.extra={2**70}"], "task.extra=1180591620717411303424 is out of range"),
+        (["inspect", "example=abc"], "example='abc' must be an integer >= 0"),
+        (["inspect", "inspect.top_k=0"], "inspect.top_k=0 must be an integer >= 1"),
+        (["run", "eval.meteor=maybe"], "eval.meteor='maybe' must be true or false"),
+        # empty strings where a path is expected
+        (["run", "paths.root="], "paths.root='' is empty: give a directory"),
+        (["run", "paths.cache="], "paths.cache='' is empty"),
+        (["run", "data.path="], "data.path='' is empty"),
+        (["report", "report.out_dir="], "report.out_dir='' is empty"),
+        (["run", "model=qwen", "model.name_or_path="], "model.name_or_path='' is empty"),
+        # output paths under a file, or a file path that is a directory: before the work
+        (
+            ["report", "report.out_dir=data.csv"],
+            "report.out_dir=data.csv: data.csv is a file, not a directory",
+        ),
+        (["report", "report.out_dir=data.csv/r"], "report.out_dir=data.csv/r: data.csv is a file, not a"),
+        (["inspect", "estimate=latest", "inspect.out=data.csv/x.html"], "inspect.out=data.csv/x.html: data"),
+        (["inspect", "estimate=latest", "inspect.out=."], "inspect.out=.: is a directory; give a file path"),
+        # an option the task does not use is rejected, never ignored
+        (
+            ["eval", "task=aloe", f"data.path={FIXTURES / 'aloe'}", "eval.judge=smollm2", "data.limit=2"],
+            "data.limit=2 does not apply to task=aloe",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, message, tmp_path, monkeypatch, capsys):

@@ -151,6 +151,7 @@ def test_greedy_eval_ignores_seed_and_sampling_knobs_sampling_does_not(data):
     assert eval_id(data, "eval.max_new_tokens=9") != eval_id(data)
     assert eval_id(data, "estimator.tau=0.5") != eval_id(data)  # its precision/recall/F1 are at tau
     assert eval_id(data, "model.chat_template=true") != eval_id(data)
+    assert eval_id(data, "eval.judge=") == eval_id(data, "eval.judge=null") == eval_id(data)  # no judge
 
 
 def test_an_id_is_a_fingerprint_of_kind_config_and_inputs():

@@ -160,6 +160,21 @@ def test_missing_model_id_fails_with_a_clear_message(monkeypatch):
     assert "model.name_or_path=" in message
 
 
+def test_a_sequence_to_sequence_model_directory_is_one_line(tokenizer, tmp_path):
+    """eval.judge=<a T5 directory> used to be a 36-line ValueError listing ~200 model classes."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=len(tokenizer), d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(PercontrastError) as err:
+        load_model_and_tokenizer(tmp_path)
+    message = str(err.value)
+    assert (
+        message.startswith(f"{tmp_path}: a T5 model is not a causal language model") and "\n" not in message
+    )
+
+
 @pytest.mark.slow
 def test_tiny_and_smollm2_load_through_the_same_path(tmp_path, monkeypatch):
     pytest.importorskip("gguf")

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from percontrast_cli import __version__
-from percontrast_cli.runtime import interrupts
+from percontrast_cli.runtime import environment, interrupts
 from percontrast_cli.runtime.errors import PercontrastError, filesystem_message
 
 # Hydra resolves this against this file (cli/), so the package's conf/ is one folder up.
@@ -462,6 +462,9 @@ def run_stage(stage: str, rest: list[str]) -> None:
         configs = validate_overrides(overrides, args)
         if not args.cfg:  # printing the config writes nothing
             extra = check_outputs(configs, overrides)
+            paths = configs[0].paths
+            if home := environment.keep_writes_inside(str(paths.root), str(paths.cache)):
+                note(f"HOME is not set: caches go under {home}")
     # Overrides first, then flags: an optional flag value (`--info [WHAT]`) never swallows an override.
     sys.argv = [f"percontrast-{stage}", *overrides, *extra, *flags]
     make_entry(stage)()
@@ -493,6 +496,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per message
     interrupts.install()
+    environment.drop_empty_settings()  # `PERCONTRAST_OUTPUTS=` is the default, not the filesystem root
     try:
         run_stage(stage, rest)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupts.Terminated): cleanups have run

@@ -17,6 +17,18 @@ from percontrast_cli.evaluation.judge import check_judge_config
 from percontrast_cli.method.losses import NORMALIZATIONS, WEIGHTINGS
 from percontrast_cli.runtime.errors import PercontrastError
 
+INT64_MAX = 2**63 - 1  # the largest count torch, numpy and the tokenizers take
+SEED_MAX = 2**32 - 1  # numpy's (and so the data order's) seed range
+BOOLEANS = (
+    "model.from_scratch",
+    "train.gradient_checkpointing",
+    "train.group_by_length",
+    "eval.meteor",
+    "eval.rouge_stemmer",
+    "eval.do_sample",
+    "aloe.raw_lines",
+)
+
 
 def _choice(value, name: str, allowed) -> None:
     if value not in allowed:
@@ -60,6 +72,8 @@ def _finite_everywhere(cfg) -> None:
                 walk(value, name)
             elif isinstance(value, float) and not math.isfinite(value):
                 raise PercontrastError(f"{name}={value!r} must be a finite number (not NaN or infinite)")
+            elif isinstance(value, int) and not -INT64_MAX <= value <= INT64_MAX:
+                raise PercontrastError(f"{name}={value!r} is out of range (at most 2**63 - 1)")
 
     if isinstance(cfg, DictConfig | ListConfig):
         walk(OmegaConf.to_container(cfg, resolve=False), "")
@@ -77,10 +91,26 @@ def _reference(value, name: str) -> None:
         )
 
 
-def _integer(value, name: str, low: int) -> None:
-    """Counts must be whole numbers: `train.steps=2.5` is an error, not a silent 2."""
+def _integer(value, name: str, low: int, high: int = INT64_MAX) -> None:
+    """Counts must be whole numbers: `train.steps=2.5` is an error, not a silent 2; and ones that the
+    libraries take (a C integer, numpy's 32-bit seed), not a traceback after the work started."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise PercontrastError(f"{name}={value!r} must be an integer >= {low}")
+    if value > high:
+        raise PercontrastError(f"{name}={value!r} must be an integer in [{low}, {high}]")
+
+
+def _boolean(cfg, name: str) -> None:
+    """`eval.meteor=maybe` is an error, not a truthy string."""
+    value = OmegaConf.select(cfg, name, default=False)
+    if not isinstance(value, bool):
+        raise PercontrastError(f"{name}={value!r} must be true or false")
+
+
+def _path_given(value, name: str, unset: str) -> None:
+    """An empty path is no path: `paths.root=` would put the store at the filesystem root."""
+    if value is not None and not str(value).strip():
+        raise PercontrastError(f"{name}={str(value)!r} is empty: {unset}")
 
 
 # Learning-rate schedules every transformers release has: they pass without importing SchedulerType, whose
@@ -96,8 +126,50 @@ def _check_scheduler(name) -> None:
     _choice(name, "train.scheduler", tuple(s.value for s in SchedulerType))
 
 
+def _writable_place(value, name: str, is_file: bool = False) -> None:
+    """An output path whose nearest existing part is a file (`report.out_dir=notes.txt/x`), or a file path
+    that is a directory, fails here, not after the work."""
+    if value is None or not str(value).strip():
+        return
+    path = Path(str(value)).expanduser()
+    if is_file and path.is_dir():
+        raise PercontrastError(
+            f"{name}={value}: is a directory; give a file path (e.g. {path / 'page.html'})"
+        )
+    existing = path if not is_file else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise PercontrastError(f"{name}={value}: {existing} is a file, not a directory; pick another place")
+
+
+def _paths_and_counts(cfg) -> None:
+    """Paths that must not be empty, and the counts the groups' own checks leave out."""
+    for key in ("root", "artifacts", "cache"):
+        _path_given(cfg.paths[key], f"paths.{key}", "give a directory (unset PERCONTRAST_OUTPUTS / "
+                    "PERCONTRAST_CACHE or drop the override for the defaults)")  # fmt: skip
+    _path_given(cfg.data.path, "data.path", "give a file or directory, or data.path=null for the task's own")
+    _path_given(cfg.report.out_dir, "report.out_dir", "give a directory (drop it for the default)")
+    if not Path(str(cfg.report.out_dir)).is_relative_to(str(cfg.paths.root)):  # the root: cli.main's check
+        _writable_place(cfg.report.out_dir, "report.out_dir")
+    _writable_place(cfg.inspect.out, "inspect.out", is_file=True)
+    _path_given(cfg.model.name_or_path, "model.name_or_path", "give a hub id or a local model directory")
+    if cfg.retrieval.method == "contriever":
+        _path_given(cfg.retrieval.model, "retrieval.model", "give a hub id or a local encoder directory")
+    for key in ("n_train_users", "n_test_users", "examples_per_user"):
+        if key in cfg.task:
+            _integer(cfg.task[key], f"task.{key}", 1)
+    if "seed" in cfg.task:
+        _integer(cfg.task.seed, "task.seed", 0, SEED_MAX)
+    _integer(cfg.example, "example", 0)
+    _integer(cfg.inspect.top_k, "inspect.top_k", 1)
+    for name in BOOLEANS:
+        _boolean(cfg, name)
+
+
 def validate_config(cfg) -> None:
-    _integer(cfg.seed, "seed", 0)
+    _integer(cfg.seed, "seed", 0, SEED_MAX)
+    _paths_and_counts(cfg)
     _choice(cfg.device, "device", ("auto", "cpu", "cuda"))
     _choice(cfg.model.source, "model.source", ("tiny", "smollm2", "hub"))
     _choice(cfg.model.dtype, "model.dtype", ("auto", "float32", "bfloat16"))
@@ -120,6 +192,12 @@ def validate_config(cfg) -> None:
     if cfg.task.source == "aloe":
         check_task_config(cfg.task, cfg.data.path)
         check_aloe_config(cfg)
+        for key in ("data.limit", "data.max_profile_items", "eval.limit"):  # never silently ignored
+            if OmegaConf.select(cfg, key) is not None:
+                raise PercontrastError(
+                    f"{key}={OmegaConf.select(cfg, key)} does not apply to task=aloe (it evaluates whole "
+                    "simulated users): use task.n_profiles=N and task.n_personalities=M for a smaller run"
+                )
     _choice(cfg.inspect.show, "inspect.show", SHOW)
     _choice(cfg.inspect.split, "inspect.split", SPLITS)
     if cfg.data.path and not Path(cfg.data.path).exists():

@@ -5,10 +5,12 @@ profile with the first 5 personalities (100 simulated users); ``task.n_personali
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from percontrast_cli.data.sources import read_utf8
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.store.fingerprint import fingerprint
 
@@ -46,8 +48,8 @@ def read_entries(path: Path) -> list[Entry]:
         raise PercontrastError(
             f"{path}: missing (task=aloe reads ALOE's {PROFILES} and {PERSONALITIES}, {SOURCE})"
         )
-    with open(path, encoding="utf-8") as f:  # as eval_own.py reads it: readlines(), universal newlines
-        lines = f.readlines()
+    # as eval_own.py reads it: readlines(), universal newlines; a byte that is not UTF-8 is one line
+    lines = io.StringIO(read_utf8(path), newline=None).readlines()
     while lines and not lines[-1].strip():
         lines.pop()
     entries = []

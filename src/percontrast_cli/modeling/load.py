@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -58,6 +59,10 @@ def resolve_dtype(name: str, device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
+# transformers' refusal of a config class: "Unrecognized configuration class <class '...T5Config'> for ..."
+NOT_CAUSAL = re.compile(r"Unrecognized configuration class <class '(?:[\w.]+\.)?(\w+)'>")
+
+
 def load_model_and_tokenizer(
     name_or_path: str | Path,
     with_model: bool = True,
@@ -80,6 +85,13 @@ def load_model_and_tokenizer(
             model = AutoModelForCausalLM.from_pretrained(
                 str(name_or_path), dtype=dtype, local_files_only=local_only, **hub
             )
+    except ValueError as exc:  # a config class the causal-LM auto class does not map (a seq2seq model...)
+        if (kind := NOT_CAUSAL.search(str(exc))) is None:
+            raise
+        raise PercontrastError(
+            f"{name_or_path}: a {kind.group(1).removesuffix('Config')} model is not a causal language model "
+            "(AutoModelForCausalLM cannot load it): pick a decoder-only model (Llama, Qwen, SmolLM2, ...)"
+        ) from exc
     except OSError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         if local_dir:

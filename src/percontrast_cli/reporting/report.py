@@ -40,6 +40,24 @@ TRAINING_OPTIONS = ("model.", "train.", "estimator.", "loss.", "distributed.", "
 EVAL_TIME = ("estimator.tau", "model.dtype")
 
 
+def job_record(job_file: Path) -> dict:
+    """A job's artifacts.json (role -> artifact id); a truncated or edited one is one line naming it."""
+    try:
+        record = json.loads(job_file.read_text())
+    except json.JSONDecodeError as exc:
+        problem = f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text ({exc.reason})"
+    else:
+        if isinstance(record, dict):
+            return record
+        problem = f"a JSON {type(record).__name__}, not an object of artifact ids"
+    raise PercontrastError(
+        f"{job_file}: {problem}; it is that job's record of its artifacts: rerun the job (the same "
+        "command skips what it finished) or leave its directory out of report.evals"
+    )
+
+
 def collect_evals(store: ArtifactStore, refs: list[str]) -> list[Artifact]:
     """Eval artifacts from ids, paths, `latest`, Hydra job dirs or sweep dirs; each one once."""
     found: dict[str, Artifact] = {}
@@ -52,7 +70,7 @@ def collect_evals(store: ArtifactStore, refs: list[str]) -> list[Artifact]:
         )
         if path.is_dir() and job_files:
             for job_file in job_files:
-                eval_id = json.loads(job_file.read_text()).get("eval")
+                eval_id = job_record(job_file).get("eval")
                 if eval_id is None:  # a job that failed (or was stopped) before its eval
                     say(f"[yellow]skip[/yellow] {job_file.parent}: the job recorded no eval")
                     continue

@@ -28,7 +28,7 @@ def jobs_with_evals(job_files: list[Path]) -> int:
     for path in job_files:
         try:
             count += "eval" in json.loads(path.read_text())
-        except (OSError, ValueError):  # a job that failed while writing it: not one to report
+        except (OSError, ValueError, TypeError):  # a job that failed while writing it, or a broken file
             continue
     return count
 

@@ -295,6 +295,8 @@ def eval_identity(cfg, *, precision: str, checkpoint: str, data_fp: str) -> Iden
     """An evaluation: decoding settings as used (greedy decoding ignores the seed, temperature and top_p),
     the threshold of its precision/recall/F1, the prompt settings and the precision it ran at."""
     decoding = container(cfg.eval)
+    if decoding.get("judge") in ("", "null", None):  # `eval.judge=` is no judge, the same eval as `none`
+        decoding["judge"] = "none"
     if not cfg.eval.do_sample:
         decoding.pop("temperature", None)
         decoding.pop("top_p", None)
