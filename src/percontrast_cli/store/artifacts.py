@@ -36,11 +36,15 @@ from percontrast_cli.runtime.errors import FILESYSTEM_ERRNOS, PercontrastError, 
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.store import integrity
 from percontrast_cli.store.fingerprint import fingerprint
-from percontrast_cli.store.identity import KINDS
+from percontrast_cli.store.manifest import (
+    MANIFEST,
+    NO_MANIFEST,
+    incomplete_reason,
+    misplaced_error,
+    misplaced_reason,
+    read_manifest,
+)
 
-MANIFEST = "manifest.json"
-NO_MANIFEST = f"no {MANIFEST}"
-REQUIRED = ("kind", "id", "created", "config", "inputs")
 TMP_PREFIX = ".tmp-"
 BROKEN_PREFIX = ".broken-"
 JOB_ARTIFACTS = "artifacts.json"  # a job's record of the artifacts it used, in its own (Hydra) directory
@@ -60,39 +64,6 @@ def payload_files(path: Path) -> dict[str, dict]:
     """Every file under an artifact directory except the manifest, with its size and content hash: the
     manifest's `payload` (also for scripts that rewrite an artifact's files in place)."""
     return integrity.payload_entries(path, exclude=MANIFEST)
-
-
-def incomplete_reason(path: Path) -> str | None:
-    """Why an artifact directory cannot be used as it is (None when it is complete)."""
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError:
-        return NO_MANIFEST
-    except (OSError, json.JSONDecodeError) as exc:
-        return f"unreadable {MANIFEST} ({exc})"
-    if not isinstance(manifest, dict) or any(key not in manifest for key in REQUIRED):
-        return f"{MANIFEST} lacks {', '.join(k for k in REQUIRED if k not in (manifest or {}))}"
-    return None
-
-
-def misplaced_reason(path: Path, manifest: dict) -> str | None:
-    """Why a complete manifest is not the artifact its place says (an edited or copied artifact): its `id`
-    must be its directory's name and, inside a kind folder, its `kind` that folder's name. None when it is."""
-    problems = []
-    if str(manifest["id"]) != path.name:
-        problems.append(f"id {manifest['id']!r} but its directory is named {path.name!r}")
-    if path.parent.name in KINDS and manifest["kind"] != path.parent.name:
-        problems.append(f"kind {manifest['kind']!r} but it sits in the {path.parent.name!r} folder")
-    if not problems:
-        return None
-    return f"its {MANIFEST} says {' and '.join(problems)} (an edited or copied artifact)"
-
-
-def misplaced_error(path: Path, reason: str) -> PercontrastError:
-    return PercontrastError(
-        f"{path} is not the artifact its place says: {reason}; move it back to "
-        "<store>/<its kind>/<its id>/ or delete it, then rerun"
-    )
 
 
 def _host() -> str:
@@ -291,7 +262,7 @@ class ArtifactStore:
                 candidates.append((_mtime(path), path, f"still being written by {who}"))
             elif not path.name.startswith("."):
                 reason = incomplete_reason(path)
-                manifest = None if reason else _read_manifest(path)
+                manifest = None if reason else read_manifest(path)
                 reason = reason or misplaced_reason(path, manifest)
                 created = _mtime(path) if reason else manifest["created"]
                 if not isinstance(created, int | float):
@@ -426,17 +397,13 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _read_manifest(path: Path) -> dict:
-    return json.loads((path / MANIFEST).read_text())
-
-
 def load_artifact(path: str | Path) -> Artifact:
     """The artifact in `path`, once its manifest is complete and says what the place says (its directory
     name, its kind folder): an error that touches nothing otherwise."""
     path = Path(path)
     if (reason := incomplete_reason(path)) is not None:
         raise PercontrastError(f"{path}: not a usable artifact ({reason})")
-    manifest = _read_manifest(path)
+    manifest = read_manifest(path)
     if (reason := misplaced_reason(path, manifest)) is not None:
         raise misplaced_error(path, reason)
     return Artifact(kind=manifest["kind"], id=manifest["id"], path=path, manifest=manifest)
