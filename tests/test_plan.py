@@ -3,6 +3,7 @@ measured calibrations (or say "unknown"); `calibrate` records them; sizes and ca
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -82,6 +83,22 @@ def test_plan_after_a_run_finds_every_stage_by_the_runs_ids_and_estimates_the_re
     assert "shared between jobs" in result.stdout and "estimated time:" in result.stdout
 
 
+def test_an_interrupted_training_is_planned_as_partly_done(ran):
+    root, _ = ran
+    args = ("plan", "experiment=miniature", "loss=ce", "seed=0", "train.steps=200")
+    train = rows(cli(*args, root=root).stdout, "train.steps=200")["train"]
+    assert train[3] == "to compute" and train[2] != "(new)"  # its start exists: its id is known
+    work = root / "artifacts" / ".work" / f"checkpoint-{train[2]}"
+    (work / "checkpoint-100").mkdir(parents=True)
+    (work / "checkpoint-100" / "trainer_state.json").write_text("{}")
+    try:
+        again = rows(cli(*args, root=root).stdout, "train.steps=200")["train"]
+    finally:
+        shutil.rmtree(work)
+    assert again[3] == "partly done (resumable from step 100)"
+    assert float(again[7].removesuffix(" s")) < float(train[7].removesuffix(" s"))  # 100 steps left of 200
+
+
 def test_a_run_shows_plans_estimate_against_the_actual_time(ran):
     _, result = ran
     assert "time: plan's estimate vs actual" in result.stdout
@@ -141,6 +158,9 @@ def test_parameter_count_from_the_name_says_so():
     assert size.parameters == 1_500_000_000 and "name" in size.how
     assert training_memory(10**9, "float32", None).bytes == 16 * 10**9
     assert training_memory(10**9, "float32", 8).bytes < 5 * 10**9
+    assert training_memory(10**9, "float32", None, "fsdp", 8).bytes == 2 * 10**9  # all of it sharded
+    assert training_memory(10**9, "float32", None, "deepspeed_zero2", 4).bytes == 7 * 10**9  # 4 + 12/4
+    assert training_memory(10**9, "float32", None, "ddp", 4).bytes == 16 * 10**9
 
 
 def record(work="train:ce", bucket=256, seconds=1.0, overhead=0.0, age=0.0, device="cpu x2"):

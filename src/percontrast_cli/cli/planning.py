@@ -198,6 +198,10 @@ class Planner:
         self.add_work(stages, steps)
         return stages
 
+    def layout(self) -> tuple[str, int]:
+        name = self.cfg.distributed.name
+        return name, (self.cfg.distributed.num_processes if name != "none" else 1)
+
     # --- work and cost --------------------------------------------------------------------------------
 
     def main_steps(self) -> int | None:
@@ -251,7 +255,7 @@ class Planner:
         lora = cfg.train.lora.r if cfg.train.peft == "lora" else None
         if self.size.parameters:
             guess = (
-                training_memory(self.size.parameters, ctx.precision, lora)
+                training_memory(self.size.parameters, ctx.precision, lora, *self.layout())
                 if training
                 else inference_memory(self.size.parameters, ctx.precision)
             )

@@ -112,15 +112,27 @@ class Memory:
         return f"~{human_bytes(self.bytes)} (estimate: {self.breakdown}; activations and KV cache extra)"
 
 
-def training_memory(parameters: int, precision: str, lora_rank: int | None) -> Memory:
-    """Training keeps fp32 master weights (bf16 runs as autocast): full fine-tuning holds weights, gradients
-    and AdamW's two moments in fp32 (16 bytes a parameter); LoRA holds the frozen fp32 weights and trains
-    adapters of well under 1% of them (counted as 1%, at 16 bytes each)."""
-    if lora_rank:
-        adapters = parameters * 0.01
-        return Memory(parameters * 4 + adapters * 16, f"fp32 frozen weights + LoRA r={lora_rank} with AdamW")
-    compute = " (bf16 autocast)" if precision == "bfloat16" else ""
-    return Memory(parameters * 16, f"fp32 weights + gradients + AdamW moments{compute}")
+# Which of (weights, gradients + optimizer state) each `distributed=` layout shards over its processes.
+SHARDS = {"fsdp": (True, True), "deepspeed_zero3": (True, True), "deepspeed_zero2": (False, True)}
+
+
+def training_memory(
+    parameters: int, precision: str, lora_rank: int | None, layout: str = "none", processes: int = 1
+) -> Memory:
+    """Per process. Training keeps fp32 master weights (bf16 runs as autocast): full fine-tuning holds
+    weights, gradients and AdamW's two moments in fp32 (4 + 12 bytes a parameter); LoRA holds the frozen fp32
+    weights and trains adapters of well under 1% of them (counted as 1%, at 16 bytes each). FSDP and
+    ZeRO-3 shard all of it over the processes, ZeRO-2 the gradients and optimizer state; DDP nothing."""
+    shard_weights, shard_state = SHARDS.get(layout, (False, False))
+    weights = parameters * 4 / (processes if shard_weights else 1)
+    state = (parameters * 0.01 if lora_rank else parameters) * (16 if lora_rank else 12)
+    state /= processes if shard_state else 1
+    what = f"fp32 frozen weights + LoRA r={lora_rank} with AdamW" if lora_rank else "fp32 weights + gradients"
+    what += "" if lora_rank else " + AdamW moments"
+    what += " (bf16 autocast)" if precision == "bfloat16" else ""
+    if processes > 1:
+        what += f", per process of {layout} x{processes}"
+    return Memory(weights + state, what)
 
 
 def inference_memory(parameters: int, precision: str) -> Memory:

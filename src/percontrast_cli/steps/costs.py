@@ -31,8 +31,12 @@ def model_label(model_cfg) -> str:
 
 
 def calibration_key(cfg, device: torch.device, precision: str, work: str) -> calibration.Key:
+    """Keyed by the `distributed=` layout too: N processes take another time per step than one."""
     bucket = calibration.bucket(cfg.model.max_length)
-    return calibration.Key(model_label(cfg.model), device_label(device), precision, bucket, work)
+    layout, where = cfg.distributed.name, device_label(device)
+    if layout != "none":
+        where += f", {layout} x{cfg.distributed.num_processes}"
+    return calibration.Key(model_label(cfg.model), where, precision, bucket, work)
 
 
 def process_age() -> float | None:
