@@ -75,6 +75,8 @@ def test_ls_artifacts_filters_by_overrides_and_shows_size_and_age(tmp_path):
     assert "bbbbbbbbbbbb" not in chosen.stdout and "cccccccccccc" not in chosen.stdout
     none = cli("ls", "artifacts", "seed=1", env=env)
     assert "no artifacts match seed=1" in none.stdout
+    preset = cli("ls", "artifacts", "experiment=miniature", env=env)
+    assert preset.returncode == 2 and "experiment= is a preset" in preset.stderr
 
 
 def test_artifact_age_reads_the_manifest_time(tmp_path):

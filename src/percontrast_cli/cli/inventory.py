@@ -22,7 +22,7 @@ from percontrast_cli.store.identity import KINDS
 SECTIONS = ("presets", "tasks", "models", "losses")
 GROUP_OF = {"presets": "experiment", "tasks": "task", "models": "model", "losses": "loss"}
 # Config groups whose chosen option an artifact records as `<group>.name` in its run_config.
-NAMED_GROUPS = ("model", "task", "loss", "experiment", "distributed", "tracker")
+NAMED_GROUPS = ("model", "task", "loss", "distributed", "tracker")
 
 
 def conf_dir() -> Path:
@@ -124,6 +124,11 @@ def wanted_values(overrides: list[str]) -> tuple[dict, dict]:
         key, sep, value = word.partition("=")
         if not sep or not key:
             raise PercontrastError(f"ls artifacts: {word!r} is not a key=value filter (e.g. loss=perce)")
+        if key == "experiment":
+            raise PercontrastError(
+                "ls artifacts: experiment= is a preset, not recorded in an artifact: filter by the settings "
+                "it sets (e.g. task=persona_email model.hidden_size=32)"
+            )
         parsed = yaml.safe_load(value) if value else value
         (paths if key.startswith("paths.") else filters)[key] = parsed
     return filters, paths

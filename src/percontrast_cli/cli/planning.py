@@ -44,6 +44,7 @@ from percontrast_cli.store.fingerprint import fingerprint
 from percontrast_cli.store.identity import model_identity
 
 TRAINING = ("warm-up", "train")
+SAMPLE = 256  # examples encoded to count tokens
 
 
 @dataclass
@@ -214,12 +215,16 @@ class Planner:
         return total_steps(cfg.train, len(self.data.train), processes)
 
     def token_counts(self, examples, contrast: bool) -> tuple[float | None, float | None]:
-        """(target tokens, sequence tokens per example) of `examples` with the tokenizer, None without."""
+        """(target tokens, sequence tokens per example) of `examples` with the tokenizer, None without; from
+        the first SAMPLE examples, scaled (a plan of a large dataset stays seconds)."""
         if self.tokenizer is None or not examples or self.cfg.retrieval.method == "contriever":
             return None, None
-        items = encode_items(self.tokenizer, examples, self.cfg, with_counterfactual=contrast)
+        sample = examples[:SAMPLE]
+        items = encode_items(self.tokenizer, sample, self.cfg, with_counterfactual=contrast)
         targets = sum(sum(1 for label in item["labels"] if label >= 0) for item in items)
-        return float(targets), sum(len(item["input_ids"]) for item in items) / len(items)
+        return targets * len(examples) / len(sample), sum(len(item["input_ids"]) for item in items) / len(
+            items
+        )
 
     def add_work(self, stages: list[Stage], steps: int | None) -> None:
         cfg, data = self.cfg, self.data
