@@ -2,10 +2,14 @@
 dir whatever the environment; no process left when the launcher dies; bounded inputs."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 
@@ -68,3 +72,69 @@ def test_a_broken_job_record_in_a_sweep_is_one_line_naming_it(
     stderr = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(stderr.strip().splitlines()) == 1, stderr
     assert f"{job / 'artifacts.json'}: {problem}" in stderr
+
+
+def published(artifacts: Path) -> set[str]:
+    """Every published artifact directory (temp dirs and locks are no publication)."""
+    return {str(p.relative_to(artifacts)) for p in artifacts.glob("*/*") if not p.name.startswith(".")}
+
+
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_killing_the_launcher_of_a_two_process_run_leaves_no_process_and_publishes_nothing(tmp_path):
+    """kill -9 of `percontrast` used to leave its launcher agent and both workers running: they published a
+    checkpoint and an eval about 20 s later, with no one to report to."""
+    outputs = tmp_path / "out"
+    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(outputs), "OMP_NUM_THREADS": "1"}
+    args = [
+        "run",
+        "experiment=miniature",
+        "distributed=ddp",
+        "distributed.num_processes=2",
+        f"distributed.main_process_port={free_port()}",
+    ]
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "percontrast_cli.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    family = psutil.Process(launcher.pid)
+    deadline = time.monotonic() + 120
+    workers = []
+    while time.monotonic() < deadline and launcher.poll() is None:  # the agent and both ranks are up
+        workers = [
+            p
+            for p in family.children(recursive=True)
+            if "percontrast_cli.cli.worker" in " ".join(p.cmdline())
+        ]
+        if len(workers) >= 3:
+            break
+        time.sleep(0.2)
+    assert len(workers) >= 3, "the agent and two workers never started"
+    time.sleep(3)  # into the workers' imports and rendezvous
+    descendants = family.children(recursive=True)
+    before = published(outputs / "artifacts")
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    gone_by = time.monotonic() + 10
+    alive = descendants
+    while alive and time.monotonic() < gone_by:
+        alive = [p for p in alive if running(p)]
+        time.sleep(0.2)
+    assert alive == [], [p.cmdline() for p in alive]
+    time.sleep(5)  # they would have published by now had they carried on
+    assert published(outputs / "artifacts") == before

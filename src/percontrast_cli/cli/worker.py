@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
+from percontrast_cli.runtime import orphans
 from percontrast_cli.runtime.distributed import CPU_FSDP_ENV, PeerFailed, backend, per_machine
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.steps.produce import JOB_DIR_ENV, job_dir  # the job dir the workers record into
@@ -128,7 +129,7 @@ def launch(stage: str, cfg, job_dir: str | Path):
     errors = job_dir / ERRORS
     for stale in errors.glob("*.json"):  # from an earlier launch in the same directory
         stale.unlink()
-    env = {**os.environ, WORKER_ENV: "1", JOB_DIR_ENV: str(job_dir.resolve())}
+    env = {**os.environ, WORKER_ENV: "1", JOB_DIR_ENV: str(job_dir.resolve()), **orphans.hand_down()}
     if log_file := job_log_file():
         env[JOB_LOG_ENV] = log_file
     result = subprocess.run(plan.command, env=env)
@@ -229,6 +230,7 @@ def run_worker(stage: str, path: str) -> None:
     from percontrast_cli.cli.stages import STAGES
     from percontrast_cli.runtime.distributed import rank_and_world
 
+    orphans.die_with_parent()  # the agent gone (its launcher killed): this rank goes too, publishing nothing
     cfg = OmegaConf.load(path)
     init_process_group(cfg)
     rank, world = rank_and_world()
@@ -248,6 +250,8 @@ def run_agent(accelerate_file: str, stage: str, path: str) -> None:
     from accelerate.commands.launch import launch_command, launch_command_parser
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    orphans.die_with_parent()  # `percontrast` killed (kill -9): the agent, and so its workers, end too
+    os.environ.update(orphans.hand_down())  # the workers watch this agent
     noisy = ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")
     for name in list(logging.root.manager.loggerDict):  # "failed (exitcode: 1)", "Sending SIGTERM", banners
         if name.startswith(noisy):
