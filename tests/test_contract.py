@@ -1,6 +1,7 @@
 """Nothing outside the contract (issue 33): no writes outside the outputs root, the cache and Hydra's run
 dir whatever the environment; no process left when the launcher dies; bounded inputs."""
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def percontrast(args, cwd, env, **kwargs):
@@ -138,3 +141,37 @@ def test_killing_the_launcher_of_a_two_process_run_leaves_no_process_and_publish
     assert alive == [], [p.cmdline() for p in alive]
     time.sleep(5)  # they would have published by now had they carried on
     assert published(outputs / "artifacts") == before
+
+
+@pytest.mark.slow
+def test_a_huge_profile_item_is_cut_with_a_warning_and_ctrl_c_is_answered_at_once(tmp_path):
+    """A 10 MB profile item without whitespace hung the tiny model's tokenizer training (SIGTERM ignored);
+    a 300 KB one delayed Ctrl-C by about 85 s."""
+    rows = [json.loads(line) for line in (FIXTURES / "longlamp" / "review.jsonl").read_text().splitlines()]
+    rows[0]["profile"][0]["reviewText"] = "x" * 10_000_000
+    data = tmp_path / "review.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(tmp_path / "out")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "percontrast_cli.cli", "run", "experiment=miniature", "task=review",
+         f"data.path={data}"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal (see test_faults)
+    )  # fmt: skip
+    lines, sent = [], None
+    for line in proc.stderr:
+        lines.append(line)
+        if sent is None and "cut to data.max_text_chars=32768" in line:
+            proc.send_signal(signal.SIGINT)  # in the middle of what the huge item used to stall
+            sent = time.monotonic()
+    proc.wait(timeout=300)
+    answered = time.monotonic() - sent
+    said = "".join(lines)
+    assert sent is not None, said[-3000:]
+    assert f"'{rows[0]['reviewerId']}'" in said and "profile[0]: 10000" in said
+    assert proc.returncode == 130 and "Traceback" not in said, said[-3000:]
+    assert answered < 10, f"Ctrl-C answered after {answered:.1f} s"

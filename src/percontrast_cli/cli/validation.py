@@ -234,6 +234,8 @@ def validate_config(cfg) -> None:
         _integer(cfg.data.limit, "data.limit", 1)
     if cfg.data.max_profile_items is not None:
         _integer(cfg.data.max_profile_items, "data.max_profile_items", 0)
+    if cfg.data.max_text_chars is not None:
+        _integer(cfg.data.max_text_chars, "data.max_text_chars", 1)
     _choice(cfg.estimator.counterfactual, "estimator.counterfactual", COUNTERFACTUALS)
     _choice(cfg.estimator.refresh, "estimator.refresh", ("online", "rounds"))
     _integer(cfg.estimator.rounds, "estimator.rounds", 1)

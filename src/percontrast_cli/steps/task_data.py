@@ -7,6 +7,7 @@ import functools
 from dataclasses import dataclass
 
 from percontrast_cli.data import personas, synthetic
+from percontrast_cli.data.bounds import cap_texts
 from percontrast_cli.data.encode import encode_example
 from percontrast_cli.data.prompts import PromptFormat
 from percontrast_cli.data.retrieval import Retriever
@@ -42,7 +43,10 @@ def load_task(cfg, check_retriever: bool = True) -> TaskData:
         splits = generator.generate(task_cfg.name, *size, task_cfg.seed)
     else:
         splits = load_splits(task_cfg, data_cfg, cfg.prompt.style, cfg.eval.split)
-    trimmed = {name: [trim(e, data_cfg) for e in rows[: data_cfg.limit]] for name, rows in splits.items()}
+    trimmed = {
+        name: cap_texts([trim(e, data_cfg) for e in rows[: data_cfg.limit]], data_cfg.max_text_chars, name)
+        for name, rows in splits.items()
+    }
     if check_retriever:
         retriever(cfg)  # a retriever that cannot load fails here, before any work
     return TaskData(trimmed["train"], trimmed["test"])
