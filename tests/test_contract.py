@@ -79,7 +79,11 @@ def test_a_broken_job_record_in_a_sweep_is_one_line_naming_it(
 
 def published(artifacts: Path) -> set[str]:
     """Every published artifact directory (temp dirs and locks are no publication)."""
-    return {str(p.relative_to(artifacts)) for p in artifacts.glob("*/*") if not p.name.startswith(".")}
+    return {
+        str(p.relative_to(artifacts))
+        for p in artifacts.glob("*/*")
+        if not p.name.startswith(".") and not p.parent.name.startswith(".")  # not .locks/, .verified/
+    }
 
 
 def running(process: psutil.Process) -> bool:
