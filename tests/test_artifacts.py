@@ -357,3 +357,24 @@ def test_a_store_that_cannot_take_an_artifact_says_so_before_the_work(tmp_path, 
     ):
         store.claim("eval", artifact_id_of("eval", {"n": 2}, {}))
     assert store.find("eval", kept.id) is not None
+
+
+def test_published_files_follow_the_umask_so_a_group_shared_store_is_readable(tmp_path):
+    """Weights came out 0600 (safetensors writes through a private temp file): a store shared by a group
+    could not be read by it."""
+    store = ArtifactStore(tmp_path)
+    old = os.umask(0o007)  # a group-shared store's umask
+    try:
+        artifact_id = Identity("checkpoint", {"n": 1}, {}).id
+        with store.create("checkpoint", artifact_id, {}, {}) as (tmp, _):
+            (tmp / "model").mkdir()
+            weights = tmp / "model" / "weights.bin"
+            weights.write_bytes(b"w")
+            weights.chmod(0o600)
+    finally:
+        os.umask(old)
+    published = tmp_path / "checkpoint" / artifact_id
+    assert (published / "model" / "weights.bin").stat().st_mode & 0o777 == 0o660
+    assert (published / "manifest.json").stat().st_mode & 0o777 == 0o660
+    assert published.stat().st_mode & 0o777 == (published / "model").stat().st_mode & 0o777 == 0o770
+    assert store.find("checkpoint", artifact_id) is not None

@@ -12,6 +12,8 @@ from rich.table import Table
 from percontrast_cli.cli.tracking import make_tracker
 from percontrast_cli.cli.validation import validate_config
 from percontrast_cli.data.show import write_prompt
+from percontrast_cli.evaluation.judge import enabled
+from percontrast_cli.modeling.named import resolve_named
 from percontrast_cli.reporting import report
 from percontrast_cli.reporting.heatmap import clip_points, html_heatmap, scale_for, terminal_heatmap
 from percontrast_cli.runtime.errors import PercontrastError
@@ -108,6 +110,8 @@ def stage_run(cfg):
     from percontrast_cli.cli.plan import estimate_vs_actual, planned_job
 
     with context(cfg) as ctx:
+        if enabled(cfg.eval.judge):  # a judge that cannot be found fails now, not after the training
+            resolve_named(cfg.eval.judge, "eval.judge", ctx.store, cfg.paths.cache)
         data = load_task(cfg)
         planned = planned_job(cfg, data) if cfg.checkpoint is None and cfg.estimate is None else None
         given = given_estimate(ctx, data)
@@ -188,6 +192,7 @@ def prepare(stage: str, cfg, overrides: list[str]):
     if cfg[ref_key] == "latest" and (ref_key == "checkpoint" or artifact.kind == "estimate"):
         # `latest` is read once: the stage (and every worker) uses this artifact, not whatever another job
         # publishes meanwhile, and the artifacts it passed over are named once
+        say(f"{ref_key}=latest: {artifact.kind} {artifact.id} ({artifact.path})")
         cfg = cfg.copy()
         with open_dict(cfg):
             cfg[ref_key] = artifact.id

@@ -24,8 +24,10 @@ FILESYSTEM_ERRNOS = {
     "command: finished stages are kept",
     errno.EROFS: "point PERCONTRAST_OUTPUTS (or paths.root) at a writable directory; a read-only store can "
     "only serve artifacts that already exist",
-    errno.EACCES: "make it writable for this user, or point PERCONTRAST_OUTPUTS (or paths.root) elsewhere",
-    errno.EPERM: "make it writable for this user, or point PERCONTRAST_OUTPUTS (or paths.root) elsewhere",
+    errno.EACCES: "give this user access to it (read; write where the tool writes), or point "
+    "PERCONTRAST_OUTPUTS (or paths.root) elsewhere",
+    errno.EPERM: "give this user access to it (read; write where the tool writes), or point "
+    "PERCONTRAST_OUTPUTS (or paths.root) elsewhere",
     errno.ENOTDIR: "a part of that path is a file, not a directory: point PERCONTRAST_OUTPUTS (or "
     "paths.root) at a directory",
     errno.EISDIR: "a directory stands where a file is written",

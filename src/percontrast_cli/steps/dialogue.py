@@ -32,13 +32,20 @@ from percontrast_cli.store.identity import Identity
 PERSONA_JUDGE_ONLY = ("prompt", "profile_items", "item_chars")
 
 
+def role_option(cfg, role: str) -> str:
+    """The setting to fix for a role's model: aloe.<role>, or eval.judge where the role took its value."""
+    return f"aloe.{role} (= eval.judge)" if cfg.aloe[role] == cfg.eval.judge else f"aloe.{role}"
+
+
 def evaluate_dialogue(ctx: Context, checkpoint: Artifact) -> Artifact:
     """The dialogue evaluation of `checkpoint` (metrics AL(k), the conversations and per-round scores),
     skipped when it exists."""
     cfg = ctx.cfg
     personas = load_personas(cfg.data.path, cfg.task.get("n_profiles"), cfg.task.n_personalities)
-    simulator_named = resolve_named(cfg.aloe.simulator, "aloe.simulator", ctx.store, cfg.paths.cache)
-    judge_named = resolve_named(cfg.aloe.judge, "aloe.judge", ctx.store, cfg.paths.cache)
+    simulator_named = resolve_named(
+        cfg.aloe.simulator, role_option(cfg, "simulator"), ctx.store, cfg.paths.cache
+    )
+    judge_named = resolve_named(cfg.aloe.judge, role_option(cfg, "judge"), ctx.store, cfg.paths.cache)
     judge_settings = OmegaConf.to_container(cfg.judge, resolve=True)
     config = {
         "aloe": OmegaConf.to_container(cfg.aloe, resolve=True),

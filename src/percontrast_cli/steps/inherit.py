@@ -10,6 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import say
 from percontrast_cli.store.artifacts import Artifact
 
 INHERITED = (
@@ -51,7 +52,16 @@ def inherit(cfg, artifact: Artifact, overrides: list[str]):
     """`cfg` with the artifact's recorded settings for every INHERITED key the command line does not set."""
     recorded = artifact.manifest.get("run_config")
     given = parsed(overrides)
-    if not recorded or any(key == "experiment" for key, _ in given):
+    if not recorded:
+        return cfg
+    if any(key == "experiment" for key, _ in given):  # the preset's setup, said so, and still checked
+        before = (recorded.get("task") or {}).get("name")
+        if before is not None and before != cfg.task.name:
+            say(
+                f"[yellow]note[/yellow]: experiment= re-states the setup: a cross-task eval on task="
+                f"{cfg.task.name} of {artifact.kind} {artifact.id} (built on task={before})"
+            )
+        check_usable(cfg, artifact, given)
         return cfg
     cfg = cfg.copy()
     with open_dict(cfg):

@@ -44,6 +44,7 @@ from percontrast_cli.store.manifest import (
     misplaced_reason,
     read_manifest,
 )
+from percontrast_cli.store.permissions import follow_umask
 
 TMP_PREFIX = ".tmp-"
 BROKEN_PREFIX = ".broken-"
@@ -353,6 +354,7 @@ class ArtifactStore:
                     shutil.rmtree(tmp, ignore_errors=True)
                     return
                 refuse_broken_weights(tmp, what)
+                follow_umask(tmp)  # readable by the group where the store is group-shared
                 manifest["payload"] = payload_files(tmp)
                 (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
                 if final.exists() and (reason := incomplete_reason(final)) is not None:
