@@ -66,6 +66,7 @@ NEVER_KEYS = frozenset(
         "data.sources",
         "data.synthetic",
         "data.personas",
+        "data.bounds",  # the cap on texts: what it leaves is the fingerprinted data
     }
 )
 # Settings of `train` that cannot change the weights (or are recorded apart: `steps`).
