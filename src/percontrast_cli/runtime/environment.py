@@ -33,7 +33,11 @@ def keep_writes_inside(root: str | Path, cache: str | Path) -> Path | None:
     if not os.environ.get("HOME", "").strip():
         home = Path(root).absolute() / HOME_UNDER_ROOT
         os.environ["HOME"] = str(home)
-    os.environ.setdefault(
-        "TORCHINDUCTOR_CACHE_DIR", str(Path(cache).expanduser().absolute() / "torchinductor")
-    )
+    compile_cache = Path(cache).expanduser().absolute() / "torchinductor"
+    try:  # a cache that cannot be written keeps torch's default (torch would fail at import otherwise)
+        compile_cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return home
+    if os.access(compile_cache, os.W_OK):
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache))
     return home
