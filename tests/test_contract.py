@@ -13,18 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def percontrast(args, cwd, env, **kwargs):
-    return subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        **kwargs,
-    )
+from .test_cli import FIXTURES, cli
 
 
 def files_under(root: Path) -> set[str]:
@@ -42,7 +31,7 @@ def test_empty_outputs_and_home_write_nothing_outside_the_current_directory(tmp_
     env = {**os.environ, "PERCONTRAST_OUTPUTS": "", "HOME": "", "TMPDIR": str(scratch)}
     env.pop("PERCONTRAST_CACHE", None)
     env.pop("TORCHINDUCTOR_CACHE_DIR", None)
-    result = percontrast(["run", "experiment=miniature"], cwd, env)
+    result = cli("run", "experiment=miniature", cwd=cwd, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "HOME is not set: caches go under" in result.stderr
     assert sorted(os.listdir(cwd)) == ["outputs"]
