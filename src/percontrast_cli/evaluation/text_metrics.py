@@ -123,6 +123,11 @@ def wordnet(cache_root: str = "~/.cache/percontrast"):
                 (tmp / "lexnames").write_text("".join(lines))
                 shutil.rmtree(root, ignore_errors=True)  # an incomplete copy from an older version
                 tmp.rename(root)
+            # nltk refuses files that others may write (a group-shared umask, 002, makes them so)
+            for path in (root, *root.iterdir()):
+                mode = path.stat().st_mode
+                if mode & 0o022 and path.stat().st_uid == os.geteuid():
+                    path.chmod(mode & ~0o022)
     if str(root) not in nltk.data.path:
         nltk.data.path.append(str(root))  # nltk only reads corpora from its authorised data paths
 
