@@ -289,7 +289,7 @@ def probe(case: Case, base: Path) -> tuple[bool, str]:
     elif case.says and case.says not in last:
         problem = problem or f"the last line does not say {case.says!r}"
     shutil.rmtree(case_dir, ignore_errors=True)
-    seen = last.removeprefix("percontrast: ")
+    seen = last.removeprefix("percontrast: ").replace(str(case_dir), "<dir>")
     if problem is None and case.run is kill_the_launcher:
         seen = "every process of the run gone within 10 s, nothing published"
     elif problem is None and case.code == 0:
