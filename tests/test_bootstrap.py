@@ -163,9 +163,7 @@ def test_generation_starts_from_the_scoring_prompt_ids_with_pinned_decoding(mode
 
     model.generate = spy
     model.generation_config.repetition_penalty = 3.0  # a checkpoint default that must not leak in
-    eval_cfg = OmegaConf.create(
-        {"batch_size": 3, "max_new_tokens": 4, "do_sample": False, "temperature": 0.4, "top_p": 0.9}
-    )
+    eval_cfg = OmegaConf.create({"batch_size": 3, "max_new_tokens": 4})
     outputs, throughput = generate(model, tokenizer, items, eval_cfg, torch.device("cpu"), stop_ids=[7, 2])
     # generation batches by prompt length: compare as sets of rows, and the outputs come back in item order
     assert sorted(seen) == sorted(scoring_prompts) and scoring_prompts == [prompt_ids(item) for item in items]
@@ -205,9 +203,7 @@ def test_length_sorted_generation_and_scoring_return_results_in_item_order(model
         return torch.cat([input_ids, input_ids[:, -2:]], dim=1)
 
     model.generate = echo
-    eval_cfg = OmegaConf.create(
-        {"batch_size": 3, "max_new_tokens": 2, "do_sample": False, "temperature": 1.0, "top_p": 1.0}
-    )
+    eval_cfg = OmegaConf.create({"batch_size": 3, "max_new_tokens": 2})
     outputs, _ = generate(model, tokenizer, items, eval_cfg, torch.device("cpu"), stop_ids=[2])
     assert outputs == [tokenizer.decode(prompt_ids(item)[-2:], skip_special_tokens=True) for item in items]
 

@@ -56,7 +56,9 @@ def cli(*args, cwd=None, env=None):
         (["run", "loss.clip_max=inf"], "loss.clip_max=inf must be a number >= 0.8 (not NaN or infinite)"),
         (["run", "loss.keep_ratio=0"], "loss.keep_ratio=0 must be a number in (0, 1]"),
         (["run", "estimator.tau=nan"], "estimator.tau=nan must be a number (not NaN or infinite)"),
-        (["run", "eval.temperature=0"], "eval.temperature=0 must be a number > 0"),
+        (["run", "eval.temperature=-1"], "eval.temperature=-1 must be a number >= 0"),
+        (["run", "eval.samples=2"], "eval.samples=2 needs eval.temperature > 0"),
+        (["run", "eval.samples=0"], "eval.samples=0 must be an integer >= 1"),
         (["run", "eval.top_p=1.5"], "eval.top_p=1.5 must be a number in (0, 1]"),
         (["run", "+task.extra=nan"], "task.extra=nan must be a finite number"),  # options without a rule
         (["run", "distributed.num_processes=0"], "distributed.num_processes=0 must be an integer >= 1"),

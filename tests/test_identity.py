@@ -146,8 +146,12 @@ def test_estimate_id_follows_its_prompt_settings(data, override):
 
 
 def test_greedy_eval_ignores_seed_and_sampling_knobs_sampling_does_not(data):
-    assert eval_id(data, "seed=3") == eval_id(data) == eval_id(data, "eval.temperature=0.1")
-    assert eval_id(data, "eval.do_sample=true", "seed=3") != eval_id(data, "eval.do_sample=true")
+    assert eval_id(data, "seed=3") == eval_id(data) == eval_id(data, "eval.top_p=0.5")
+    assert eval_id(data, "eval.temperature=0") == eval_id(data, "eval.temperature=0.0") == eval_id(data)
+    sampled = ("eval.temperature=0.4",)
+    assert eval_id(data, *sampled, "seed=3") != eval_id(data, *sampled) != eval_id(data)
+    assert eval_id(data, *sampled, "eval.top_p=0.9") != eval_id(data, *sampled)
+    assert eval_id(data, *sampled, "eval.samples=2") != eval_id(data, *sampled)
     assert eval_id(data, "eval.max_new_tokens=9") != eval_id(data)
     assert eval_id(data, "estimator.tau=0.5") != eval_id(data)  # its precision/recall/F1 are at tau
     assert eval_id(data, "model.chat_template=true") != eval_id(data)

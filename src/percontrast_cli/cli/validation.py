@@ -284,8 +284,14 @@ def validate_config(cfg) -> None:
     _integer(cfg.eval.max_new_tokens, "eval.max_new_tokens", 1)
     if cfg.eval.limit is not None:
         _integer(cfg.eval.limit, "eval.limit", 1)
-    _number(cfg.eval.temperature, "eval.temperature", low=0, low_open=True)
+    _number(cfg.eval.temperature, "eval.temperature", low=0)
     _number(cfg.eval.top_p, "eval.top_p", 0, 1, low_open=True)
+    _integer(cfg.eval.samples, "eval.samples", 1)
+    if cfg.eval.samples > 1 and cfg.eval.temperature == 0:
+        raise PercontrastError(
+            f"eval.samples={cfg.eval.samples} needs eval.temperature > 0 (e.g. eval.temperature=0.4): greedy "
+            "decoding writes the same text every time"
+        )
     _distributed(cfg.distributed)
     _finite_everywhere(cfg)  # the options without a rule of their own above
     if cfg.tracker.name == "wandb":

@@ -56,10 +56,6 @@ class Decoding:
     batch_size: int = 8
     max_length: int | None = None  # prompt tokens kept (from the end); None: the model's position range
 
-    @property
-    def do_sample(self) -> bool:
-        return self.temperature > 0
-
 
 @torch.no_grad()
 def generate_replies(
@@ -69,7 +65,9 @@ def generate_replies(
     model's end-of-turn token; replies in conversation order, and how many prompts had to be cut."""
     model.eval()
     stop_ids = sorted({end_of_turn_id(tokenizer, chat=True), tokenizer.eos_token_id} - {None})
-    config = decoding_config(decoding, tokenizer.pad_token_id, stop_ids)
+    config = decoding_config(
+        decoding.max_new_tokens, tokenizer.pad_token_id, stop_ids, decoding.temperature, decoding.top_p
+    )
     budget = context_budget(model, decoding.max_new_tokens, decoding.max_length)
     encoded = [prompt_ids(tokenizer, render_chat(tokenizer, c), budget) for c in conversations]
     prompts = [ids for ids, _ in encoded]

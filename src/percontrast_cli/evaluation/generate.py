@@ -14,6 +14,7 @@ from rich.table import Table
 from percontrast_cli.data.encode import IGNORE, length_batches, pad_left
 from percontrast_cli.data.schema import Example
 from percontrast_cli.evaluation.persona_metrics import persona_metrics, score_generation, value_pool
+from percontrast_cli.evaluation.sampling import Sampling
 from percontrast_cli.evaluation.text_metrics import text_metrics, text_scores
 from percontrast_cli.method.estimate import TokenRecord, classifier_metrics
 from percontrast_cli.runtime.distributed import gather_by_position, my_batches
@@ -98,15 +99,18 @@ def prompt_ids(item: dict) -> list[int]:
     return item["input_ids"][:n_prompt]
 
 
-def decoding_config(eval_cfg, pad_id: int, stop_ids: list[int]) -> GenerationConfig:
-    """Decoding pinned by ``eval.*`` alone: a checkpoint's own generation_config (a repetition penalty, a
-    sampling default) never leaks in."""
+def decoding_config(
+    max_new_tokens: int, pad_id: int, stop_ids: list[int], temperature: float = 0.0, top_p: float = 1.0
+) -> GenerationConfig:
+    """Decoding pinned by these settings alone (temperature 0: greedy): a checkpoint's own generation_config
+    (a repetition penalty, a sampling default) never leaks in."""
     from transformers import GenerationConfig  # here: transformers.generation takes seconds to import
 
-    sampling = {"temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p} if eval_cfg.do_sample else {}
+    sampled = temperature > 0
+    sampling = {"temperature": temperature, "top_p": top_p} if sampled else {}
     return GenerationConfig(
-        max_new_tokens=eval_cfg.max_new_tokens,
-        do_sample=eval_cfg.do_sample,
+        max_new_tokens=max_new_tokens,
+        do_sample=sampled,
         num_beams=1,
         repetition_penalty=1.0,
         pad_token_id=pad_id,
@@ -116,12 +120,21 @@ def decoding_config(eval_cfg, pad_id: int, stop_ids: list[int]) -> GenerationCon
 
 
 @torch.no_grad()
-def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: list[int]):
+def generate(
+    model,
+    tokenizer,
+    items: list[dict],
+    eval_cfg,
+    device,
+    stop_ids: list[int],
+    sampling: Sampling | None = None,
+):
     """Batched generation from the items' prompt ids, left-padded (decoder-only models continue from the
     last prompt token), stopping at any of ``stop_ids`` (the end-of-turn token the model was trained on).
-    Batches group prompts of similar length; predictions come back in item order, with the throughput."""
+    Batches group prompts of similar length; predictions come back in item order, with the throughput.
+    Greedy, or with ``sampling`` each item sampled from its own seed (evaluation/sampling.py)."""
     model.eval()
-    config = decoding_config(eval_cfg, tokenizer.pad_token_id, stop_ids)
+    config = decoding_config(eval_cfg.max_new_tokens, tokenizer.pad_token_id, stop_ids)
     saved, model.generation_config = model.generation_config, config
     prompts_all = [prompt_ids(item) for item in items]
     batches = length_batches([len(p) for p in prompts_all], eval_cfg.batch_size)
@@ -134,10 +147,12 @@ def generate(model, tokenizer, items: list[dict], eval_cfg, device, stop_ids: li
             prompts = [prompts_all[i] for i in positions]
             input_ids = pad_left(prompts, tokenizer.pad_token_id)
             attention_mask = pad_left([[1] * len(p) for p in prompts], 0)
+            seeded = {"logits_processor": sampling.processors(positions)} if sampling else {}
             generated = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 generation_config=config,
+                **seeded,
             )
             new_tokens = generated[:, input_ids.shape[1] :]
             counts = count_generated(new_tokens, stop_ids).tolist()

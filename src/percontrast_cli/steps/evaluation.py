@@ -13,6 +13,7 @@ from percontrast_cli.data.encode import end_of_turn_id
 from percontrast_cli.data.schema import dataset_fingerprint
 from percontrast_cli.evaluation.generate import generate, metrics_table, score_outputs, token_metrics
 from percontrast_cli.evaluation.judge import judge_eval, judge_identity
+from percontrast_cli.evaluation.sampling import per_sample, sample_numbers, sampling_of
 from percontrast_cli.evaluation.text_metrics import wordnet
 from percontrast_cli.method.estimate import teacher_forced_pass
 from percontrast_cli.runtime.progress import show
@@ -45,23 +46,35 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
         # Generation starts from the same (truncated) prompt ids that scoring used, and stops where the model
         # was trained to stop.
         stop_ids = sorted({end_of_turn_id(tokenizer, cfg.model.chat_template), tokenizer.eos_token_id})
+        # eval.samples generations per target (one when greedy), each its own row; metrics pool them all, and
+        # the report averages a target's samples before resampling targets.
+        samples = cfg.eval.samples
+        sampling = sampling_of(cfg.eval, cfg.seed, [e.id for e in test])
+        targets = per_sample(test, samples)
         started = time.perf_counter()
-        predictions, throughput = generate(model, tokenizer, items, cfg.eval, ctx.device, stop_ids)
-        requested = len(items) * cfg.eval.max_new_tokens  # the plan's count: an early stop makes it a bound
+        predictions, throughput = generate(
+            model, tokenizer, per_sample(items, samples), cfg.eval, ctx.device, stop_ids, sampling
+        )
+        requested = len(targets) * cfg.eval.max_new_tokens  # the plan's count: an early stop makes it a bound
         generated = costs.work_entry("generate", requested, time.perf_counter() - started)
         manifest["work"] = [scored, generated]
         metrics.update(throughput)
-        rows, scores = score_outputs(test, predictions, records, cfg.eval, wn, pool=data.train + data.test)
+        rows, scores = score_outputs(
+            targets, predictions, per_sample(records, samples), cfg.eval, wn, pool=data.train + data.test
+        )
+        numbers = sample_numbers(len(test), samples)
+        for row, number in zip(rows, numbers, strict=True):
+            row["sample"] = number
         metrics.update(scores)
-        metrics.update(judge_eval(cfg, ctx.store, ctx.device, test, predictions, rows))  # eval.judge
+        metrics.update(judge_eval(cfg, ctx.store, ctx.device, targets, predictions, rows))  # eval.judge
         manifest["metrics"] = metrics
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_jsonl(tmp / "per_example.jsonl", rows)
         write_jsonl(
             tmp / "predictions.jsonl",
             [
-                {"id": e.id, "prediction": p, "reference": e.output}
-                for e, p in zip(test, predictions, strict=True)
+                {"id": e.id, "sample": k, "prediction": p, "reference": e.output}
+                for e, k, p in zip(targets, numbers, predictions, strict=True)
             ],
         )
 

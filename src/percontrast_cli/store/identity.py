@@ -293,20 +293,21 @@ def scores_identity(
 
 
 def eval_identity(cfg, *, precision: str, checkpoint: str, data_fp: str) -> Identity:
-    """An evaluation: decoding settings as used (greedy decoding ignores the seed, temperature and top_p),
+    """An evaluation: decoding settings as used (greedy decoding, temperature 0, ignores the seed and top_p),
     the threshold of its precision/recall/F1, the prompt settings and the precision it ran at."""
     decoding = container(cfg.eval)
     if decoding.get("judge") in ("", "null", None):  # `eval.judge=` is no judge, the same eval as `none`
         decoding["judge"] = "none"
-    if not cfg.eval.do_sample:
-        decoding.pop("temperature", None)
+    sampled = cfg.eval.temperature > 0
+    decoding["temperature"] = float(cfg.eval.temperature)  # `eval.temperature=0` and `=0.0`: one setting
+    if not sampled:
         decoding.pop("top_p", None)
     config = {
         "eval": decoding,
         "counterfactual": cfg.estimator.counterfactual,
         "tau": cfg.estimator.tau,
         "prompt": prompt_settings(cfg),
-        "seed": cfg.seed if cfg.eval.do_sample else None,
+        "seed": cfg.seed if sampled else None,
         "precision": precision,
     }
     return Identity("eval", config, {"checkpoint": checkpoint, "data": data_fp})
