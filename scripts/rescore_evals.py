@@ -80,7 +80,8 @@ def rescore(directory: Path, stemmer: bool | None = None) -> tuple[dict, list[di
     stored_rows = {}
     if (directory / "per_example.jsonl").is_file():
         for line in (directory / "per_example.jsonl").read_text().splitlines():
-            stored_rows[json.loads(line)["id"]] = json.loads(line)
+            stored = json.loads(line)  # one row per (target, sample) since eval.samples
+            stored_rows[stored["id"], stored.get("sample", 0)] = stored
     eval_cfg = run_config.eval
     with_meteor = bool(eval_cfg.meteor)
     stem = eval_cfg.rouge_stemmer if stemmer is None else stemmer
@@ -92,12 +93,13 @@ def rescore(directory: Path, stemmer: bool | None = None) -> tuple[dict, list[di
     metrics.update(text_metrics(texts, references, with_meteor=with_meteor, scores=scores))
     pool = value_pool(data.train + data.test)
     rows = []
-    for index, (example, text) in enumerate(zip(examples, texts, strict=True)):
-        row = dict(stored_rows.get(example.id, {"id": example.id}))
+    for index, (example, text, prediction) in enumerate(zip(examples, texts, predictions, strict=True)):
+        key = (example.id, prediction.get("sample", 0))
+        row = dict(stored_rows.get(key, {"id": example.id}))
         row["user_id"] = example.user_id
         row.update({name: float(values[index]) for name, values in scores.items()})
         row["generated_words"], row["reference_words"] = words(text), words(example.output)
-        row.update(score_generation(example, text, pool))
+        row.update(score_generation(example, text, pool, run_config.task.name))
         rows.append(row)
     metrics["generated_words"] = sum(r["generated_words"] for r in rows) / len(rows)
     metrics["reference_words"] = sum(r["reference_words"] for r in rows) / len(rows)

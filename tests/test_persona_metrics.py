@@ -11,7 +11,13 @@ from omegaconf import OmegaConf
 from percontrast_cli.data import personas, synthetic
 from percontrast_cli.data.schema import Example, validate_row, write_examples
 from percontrast_cli.evaluation.generate import score_outputs, token_metrics
-from percontrast_cli.evaluation.persona_metrics import persona_metrics, score_generation, value_pool
+from percontrast_cli.evaluation.persona_metrics import (
+    breakdown_counts,
+    persona_metrics,
+    request_subject,
+    score_generation,
+    value_pool,
+)
 from percontrast_cli.method.estimate import TokenRecord
 from percontrast_cli.runtime.errors import PercontrastError
 
@@ -90,6 +96,59 @@ def test_recall_over_insertion_and_leakage_equal_hand_counts():
     assert metrics["persona_leakage"] == pytest.approx(3 / 16)
 
 
+def test_copy_and_slot_recall_catchphrase_rate_and_leakage_split_equal_hand_counts():
+    """MIXED: copy fields (name, greeting, sign-off, emoji) 1 of 4 (the greeting), slot fields (town, brand,
+    hobby) 1 of 3 (the town), the catchphrase written (the reference has none), Bodhi's brand a cross-user
+    value (1 of the 4 open fields), his hobby and sign-off a style mismatch (2 of the 4 closed-set fields).
+    PERFECT: 4 of 4, 3 of 3, no catchphrase, nothing leaked."""
+    mixed = breakdown_counts(score_generation(ADA_EXAMPLE, MIXED, POOL))
+    assert mixed["persona_recall_copy"] == (1, 4) and mixed["persona_recall_slot"] == (1, 3)
+    assert mixed["persona_catchphrase_rate"] == (1, 1) and mixed["persona_catchphrase_reference_rate"] == (
+        0,
+        1,
+    )
+    assert mixed["persona_leakage_values"] == (1, 4) and mixed["persona_style_mismatch"] == (2, 4)
+    rows = [score_generation(ADA_EXAMPLE, text, POOL) for text in (MIXED, PERFECT)]
+    metrics = persona_metrics(rows)
+    assert metrics["persona_recall_copy"] == pytest.approx(5 / 8)
+    assert metrics["persona_recall_slot"] == pytest.approx(4 / 6)
+    assert metrics["persona_catchphrase_rate"] == 0.5 and metrics["persona_catchphrase_reference_rate"] == 0
+    assert metrics["persona_leakage_values"] == pytest.approx(1 / 8)
+    assert metrics["persona_style_mismatch"] == pytest.approx(2 / 8)
+    assert "persona_slot_accuracy" not in metrics  # no task templates given: no slot sentences to read
+
+
+def test_slot_conditional_accuracy_and_recall_per_request_subject_equal_hand_counts():
+    """Four known paraphrases of slot sentences (persona_pools.json): the town sentence twice, once with
+    Ada's town and once with Bodhi's; the hobby sentence with "running" (not Ada's "trail running"); the
+    brand sentence of another subject with Ada's brand. Slot accuracy 2 of 4 (town 1/2, brand 1/1, hobby
+    0/1); the request is about a delayed order, where the slot recall is 2 of 3 (town, brand)."""
+    ada = Example(**{**ADA_EXAMPLE.__dict__, "input": "Write an email to team about a delayed order."})
+    generation = (
+        "Hi team,\nI live in Ashford, so it may be sitting at the local depot. It might be at the depot in "
+        "Elmford, where I live. I was hoping to wear it for running this month. You will recognise me by my "
+        "Aeroara backpack.\nThanks,\nAda Abbott"
+    )
+    row = score_generation(ada, generation, POOL, "persona_email")
+    assert row["request_subject"] == "a delayed order"
+    assert row["persona_slot_written"] == {"town": 2, "brand": 1, "hobby": 1}
+    assert row["persona_slot_correct"] == {"town": 1, "brand": 1, "hobby": 0}
+    metrics = persona_metrics([row])
+    assert metrics["persona_slot_accuracy"] == 0.5 and metrics["persona_slot_accuracy_town"] == 0.5
+    assert metrics["persona_slot_accuracy_brand"] == 1.0 and metrics["persona_slot_accuracy_hobby"] == 0.0
+    assert metrics["persona_slot_recall_a_delayed_order"] == pytest.approx(2 / 3)
+    # the report's bootstrap counts each target the same way (another subject's targets count 0 of 0)
+    from percontrast_cli.reporting.metric_table import metric_spec
+
+    assert metric_spec("persona_slot_recall_a_delayed_order").sums(row) == (2, 3)
+    assert metric_spec("persona_slot_recall_a_rent_question").sums(row) == (0, 0)
+    assert metric_spec("persona_slot_accuracy_town").sums(row) == (1, 2)
+    assert metric_spec("persona_slot_accuracy").sums(score_generation(ADA_EXAMPLE, MIXED, POOL)) is None
+    assert request_subject("persona_review", "Write a product review of a backpack.") == "a backpack"
+    assert request_subject("persona_email", "Write a poem.") is None
+    assert request_subject("synthetic_email", "Write an email about x.") is None  # no persona templates
+
+
 def test_a_user_without_an_emoji_leaks_anothers_and_generic_reference_text_is_no_leak():
     bodhi = score_generation(BODHI_EXAMPLE, "Hello all :)\nBest, Bodhi Brandt", POOL)
     assert bodhi["persona_recalled"] == ["name", "greeting", "signoff"]
@@ -120,6 +179,11 @@ def test_generated_examples_carry_their_ground_truth_and_the_reference_scores_pe
         assert row["persona_recalled"] == row["persona_present"]  # the reference recalls itself
         assert row["persona_over_inserted"] == [] and row["persona_leaked"] == {}
     assert persona_metrics(rows)["persona_recall"] == 1.0
+    if generator is personas:  # every slot sentence of a reference is a known paraphrase with its value
+        rows = [score_generation(e, e.output, pool, task) for e in splits["test"]]
+        assert all(r["request_subject"] in personas.TASKS[task]["subjects"] for r in rows)
+        written = sum(sum(r["persona_slot_written"].values()) for r in rows)
+        assert written >= len(rows) and persona_metrics(rows)["persona_slot_accuracy"] == 1.0
     # another user's reference as the generation: leaks that user's values, recalls few of this one's
     swapped = score_generation(splits["test"][0], splits["test"][-1].output, pool)
     assert swapped["persona_leaked"] and len(swapped["persona_recalled"]) < len(swapped["persona_present"])

@@ -68,11 +68,12 @@ def words(text: str) -> int:
 
 
 def score_outputs(
-    examples: list[Example], predictions: list[str], records: list[TokenRecord], eval_cfg, wn, pool
+    examples: list[Example], predictions: list[str], records: list[TokenRecord], eval_cfg, wn, pool, task=None
 ) -> tuple[list[dict], dict[str, float]]:
     """Everything the eval derives from the generations and the scoring pass: the per-example rows
     (per_example.jsonl, what the report resamples) and the text, length and persona metrics. ``pool``: the
-    examples whose users' persona values count as "another user's" for leakage (train and test)."""
+    examples whose users' persona values count as "another user's" for leakage (train and test); ``task``:
+    the task's name (a persona task's templates give the slot sentences and request subjects)."""
     references = [e.output for e in examples]
     scores = text_scores(predictions, references, eval_cfg.rouge_stemmer, wn, with_meteor=eval_cfg.meteor)
     metrics = text_metrics(predictions, references, with_meteor=eval_cfg.meteor, scores=scores)
@@ -84,7 +85,7 @@ def score_outputs(
         row = {"id": example.id, "user_id": example.user_id, **tokens}
         row.update({name: float(per_example[index]) for name, per_example in scores.items()})
         row["generated_words"], row["reference_words"] = words(prediction), words(example.output)
-        row.update(score_generation(example, prediction, values))
+        row.update(score_generation(example, prediction, values, task))
         rows.append(row)
     metrics["generated_words"] = float(np.mean([r["generated_words"] for r in rows]))
     metrics["reference_words"] = float(np.mean([r["reference_words"] for r in rows]))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from percontrast_cli.evaluation.persona_metrics import SLOT_ACCURACY, SUBJECT_RECALL, breakdown_counts
+
 Sums = Callable[[dict], "tuple[float, float] | None"]
 
 
@@ -47,6 +49,17 @@ def field_recall(field: str) -> Sums:
     return sums
 
 
+def breakdown(name: str, needs: str = "persona_present") -> Sums:
+    """A metric of persona_metrics.breakdown_counts; rows without `needs` (older evals) have none."""
+
+    def sums(row: dict):
+        if needs not in row:
+            return None
+        return breakdown_counts(row).get(name, (0.0, 0.0))
+
+    return sums
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -77,6 +90,54 @@ METRICS = (
         "lower",
         "share of persona fields in which the generation writes another user's value",
         count_ratio("persona_leaked", "persona_n_fields"),
+    ),
+    Metric(
+        "persona_recall_copy",
+        "higher",
+        "persona recall of the copy fields (name, greeting, sign-off, emoji: the frame of every target, "
+        "written verbatim from the profile)",
+        breakdown("persona_recall_copy"),
+    ),
+    Metric(
+        "persona_recall_slot",
+        "higher",
+        "persona recall of the slot fields (town, brand, hobby: values that need a body sentence to carry "
+        "them, and the sentences come with the request's subject)",
+        breakdown("persona_recall_slot"),
+    ),
+    Metric(
+        SLOT_ACCURACY,
+        "higher",
+        "slot-conditional accuracy: among the generation's sentences that are a known paraphrase of a "
+        "slot's template sentence (the task's pool file), the share that carry this user's value",
+        breakdown(SLOT_ACCURACY, "persona_slot_written"),
+    ),
+    Metric(
+        "persona_catchphrase_rate",
+        "",
+        "share of generations that write the user's catchphrase (compare with the references' rate: "
+        "the catchphrase is in a random 30% of them)",
+        breakdown("persona_catchphrase_rate"),
+    ),
+    Metric(
+        "persona_catchphrase_reference_rate",
+        "",
+        "share of references that write the catchphrase (the rate a faithful model would match)",
+        breakdown("persona_catchphrase_reference_rate"),
+    ),
+    Metric(
+        "persona_leakage_values",
+        "lower",
+        "leakage of cross-user values: share of open-vocabulary fields (name, town, brand, catchphrase) in "
+        "which the generation writes another user's value",
+        breakdown("persona_leakage_values"),
+    ),
+    Metric(
+        "persona_style_mismatch",
+        "lower",
+        "share of closed-set fields (greeting, sign-off, emoji, hobby) in which the generation writes "
+        "another user's choice: a wrong style choice, not a leak",
+        breakdown("persona_style_mismatch"),
     ),
     Metric("rougeL", "higher", "ROUGE-L F1 of the generation (LongLaMP's scorer)", mean_of("rougeL")),
     Metric("rouge1", "higher", "ROUGE-1 F1 of the generation", mean_of("rouge1")),
@@ -146,6 +207,15 @@ SECTIONS = {  # the Markdown report's tables
         "judge_score",
         "judge_agreement",
     ),
+    "Persona: what moved": (
+        "persona_recall_copy",
+        "persona_recall_slot",
+        SLOT_ACCURACY,
+        "persona_catchphrase_rate",
+        "persona_catchphrase_reference_rate",
+        "persona_leakage_values",
+        "persona_style_mismatch",
+    ),
     "Teacher-forced scoring of the reference": (
         "reference_nll",
         "personal_token_acc",
@@ -172,15 +242,42 @@ CONSOLE = (
 
 
 FIELD_RECALL = "persona_recall_"  # + field: per-field recall, its own table
+FIELD_ACCURACY = f"{SLOT_ACCURACY}_"  # + field: slot-conditional accuracy of one slot field
+# Metric families named by a prefix, each its own table of the report: (prefix, title, legend line).
+FAMILIES = (
+    (FIELD_RECALL, "Persona recall by field", "persona recall of one field, over the targets that write it"),
+    (
+        SUBJECT_RECALL,
+        "Persona slot recall by request subject",
+        "slot-field recall over the targets whose request names this subject",
+    ),
+    (FIELD_ACCURACY, "Slot-conditional accuracy by field", "slot-conditional accuracy of one slot field"),
+)
+
+
+def family(name: str) -> str | None:
+    """The prefix of the family `name` belongs to (None: a metric of its own, e.g. persona_recall_slot)."""
+    if any(metric.name == name for metric in METRICS):
+        return None
+    return next((prefix for prefix, _, _ in FAMILIES if name.startswith(prefix)), None)
 
 
 def metric_spec(name: str) -> Metric:
     for metric in METRICS:
         if metric.name == name:
             return metric
-    if name.startswith(FIELD_RECALL):
+    prefix = family(name)
+    if prefix == FIELD_RECALL:
         field = name.removeprefix(FIELD_RECALL)
         return Metric(name, "higher", f"persona recall of the field {field}", field_recall(field))
+    if prefix == SUBJECT_RECALL:
+        subject = name.removeprefix(SUBJECT_RECALL)
+        return Metric(
+            name, "higher", f"slot recall, requests about {subject}", breakdown(name, "persona_slot_written")
+        )
+    if prefix == FIELD_ACCURACY:
+        field = name.removeprefix(FIELD_ACCURACY)
+        return Metric(name, "higher", f"slot accuracy of {field}", breakdown(name, "persona_slot_written"))
     return Metric(name, "", name)
 
 

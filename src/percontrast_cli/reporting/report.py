@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from percontrast_cli.reporting.aloe_report import aloe_report
-from percontrast_cli.reporting.metric_table import FIELD_RECALL, METRICS, metric_spec
+from percontrast_cli.reporting.metric_table import FAMILIES, METRICS, family, metric_spec
 from percontrast_cli.reporting.plots import (
     plot_differences,
     plot_metric_vs,
@@ -152,10 +152,10 @@ def metric_value(row: dict, name: str) -> float | None:
 
 
 def report_metrics(rows: list[dict]) -> list[str]:
-    """The metrics these evals have, in the report's order (per-field persona recall last)."""
+    """The metrics these evals have, in the report's order (the families, e.g. per-field recall, last)."""
     names = [m.name for m in METRICS if any(metric_value(r, m.name) is not None for r in rows)]
-    fields = dict.fromkeys(k for r in rows for k in r["metrics"] if k.startswith(FIELD_RECALL))
-    return names + list(fields)
+    found = dict.fromkeys(k for r in rows for k in r["metrics"])
+    return names + [k for prefix, _, _ in FAMILIES for k in found if family(k) == prefix]
 
 
 def summarize(rows: list[dict], keys: list[str]) -> list[dict]:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from percontrast_cli.reporting.metric_table import (
     CONSOLE,
-    FIELD_RECALL,
+    FAMILIES,
     METRICS,
     SECTIONS,
     arrow,
+    family,
     metric_spec,
 )
 from percontrast_cli.reporting.stats import excludes_zero, interval_description, resampled
@@ -94,15 +95,18 @@ def markdown_report(
         lines += ["## What this report can conclude", ""]
         lines += [f"- {line}" for line in answers] + [""]
     tables = dict(SECTIONS)
-    fields = [m for m in dict.fromkeys(m for e in summary for m in e["values"]) if m.startswith(FIELD_RECALL)]
-    if fields:
-        tables["Persona recall by field"] = tuple(fields)
+    found = list(dict.fromkeys(m for e in summary for m in e["values"]))
+    families = [
+        (prefix, title, about) for prefix, title, about in FAMILIES if any(family(m) == prefix for m in found)
+    ]
+    for prefix, title, _ in families:
+        tables[title] = tuple(m for m in found if family(m) == prefix)
     for section, names in tables.items():
         shown = [m for m in names if m in present]
         if not shown:
             continue
         lines += [f"## {section}", "", "Mean ± std over seeds (gain vs CE in parentheses)."]
-        header = ["group", "seeds", *(f"{m.removeprefix(FIELD_RECALL)}{arrow(m)}" for m in shown)]
+        header = ["group", "seeds", *(f"{short(m)}{arrow(m)}" for m in shown)]
         body = []
         for entry in summary:
             cells = [entry["label"], ",".join(map(str, entry["seeds"]))]
@@ -118,7 +122,7 @@ def markdown_report(
             lines += [f"Δ vs CE [{interval_description(summary)}]; * the interval excludes 0.", ""]
             header = [
                 "group",
-                *(f"Δ {m.removeprefix(FIELD_RECALL)}{arrow(m)}{declared.role(m)}" for m in with_difference),
+                *(f"Δ {short(m)}{arrow(m)}{declared.role(m)}" for m in with_difference),
             ]
             body = [
                 [
@@ -152,11 +156,14 @@ def markdown_report(
         lines.append("- No Δ here: no CE group with the same settings (and seeds) to pair with.")
     lines += ["", "Metrics:", ""]
     lines += [f"- `{m.name}`{arrow(m.name)}: {m.about}" for m in METRICS if m.name in present]
-    if fields:
-        lines.append(
-            f"- `{FIELD_RECALL}<field>`: persona recall of one field, over the targets that write it"
-        )
+    lines += [f"- `{prefix}<name>`: {about}" for prefix, _, about in families]
     return "\n".join(lines) + "\n"
+
+
+def short(metric: str) -> str:
+    """A column's name: a family's member without its prefix (`town` for persona_recall_town)."""
+    prefix = family(metric)
+    return metric.removeprefix(prefix) if prefix else metric
 
 
 def console_text(summary: list[dict], keys: list[str], title: str, declared=NOTHING_DECLARED) -> str:

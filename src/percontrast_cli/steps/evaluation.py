@@ -60,7 +60,13 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
         manifest["work"] = [scored, generated]
         metrics.update(throughput)
         rows, scores = score_outputs(
-            targets, predictions, per_sample(records, samples), cfg.eval, wn, pool=data.train + data.test
+            targets,
+            predictions,
+            per_sample(records, samples),
+            cfg.eval,
+            wn,
+            pool=data.train + data.test,
+            task=cfg.task.name,
         )
         numbers = sample_numbers(len(test), samples)
         for row, number in zip(rows, numbers, strict=True):
