@@ -134,6 +134,7 @@ def test_slot_conditional_accuracy_and_recall_per_request_subject_equal_hand_cou
     assert row["persona_slot_written"] == {"town": 2, "brand": 1, "hobby": 1}
     assert row["persona_slot_correct"] == {"town": 1, "brand": 1, "hobby": 0}
     metrics = persona_metrics([row])
+    assert metrics["persona_slot_sentence_rate"] == 1.0  # a sentence for each of town, brand and hobby
     assert metrics["persona_slot_accuracy"] == 0.5 and metrics["persona_slot_accuracy_town"] == 0.5
     assert metrics["persona_slot_accuracy_brand"] == 1.0 and metrics["persona_slot_accuracy_hobby"] == 0.0
     assert metrics["persona_slot_recall_a_delayed_order"] == pytest.approx(2 / 3)
@@ -144,6 +145,9 @@ def test_slot_conditional_accuracy_and_recall_per_request_subject_equal_hand_cou
     assert metric_spec("persona_slot_recall_a_rent_question").sums(row) == (0, 0)
     assert metric_spec("persona_slot_accuracy_town").sums(row) == (1, 2)
     assert metric_spec("persona_slot_accuracy").sums(score_generation(ADA_EXAMPLE, MIXED, POOL)) is None
+    # MIXED as a delayed-order email: no known slot sentence (rate 0 of 3, accuracy undefined)
+    mixed = breakdown_counts(score_generation(ada, MIXED, POOL, "persona_email"))
+    assert mixed["persona_slot_sentence_rate"] == (0, 3) and mixed["persona_slot_accuracy"] == (0, 0)
     assert request_subject("persona_review", "Write a product review of a backpack.") == "a backpack"
     assert request_subject("persona_email", "Write a poem.") is None
     assert request_subject("synthetic_email", "Write an email about x.") is None  # no persona templates

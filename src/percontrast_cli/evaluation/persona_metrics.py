@@ -186,7 +186,8 @@ def subject_slug(subject: str) -> str:
 
 def breakdown_counts(row: dict) -> dict[str, tuple[float, float]]:
     """One target's (numerator, denominator) of each metric that says what moved: recall of copy and of slot
-    fields, slot-conditional accuracy, slot recall under the request's subject, the catchphrase's rate in the
+    fields, how often a slot's sentence is written at all and with which value (slot-conditional accuracy),
+    slot recall under the request's subject, the catchphrase's rate in the
     generation and in the reference, and leakage split into cross-user values and style mismatch. Pooled over
     targets (sum of numerators / sum of denominators) by the eval and by the report's bootstrap alike."""
     if "persona_present" not in row:
@@ -216,6 +217,10 @@ def breakdown_counts(row: dict) -> dict[str, tuple[float, float]]:
         counts["persona_catchphrase_rate"] = (float(CATCHPHRASE in written), 1.0)
         counts["persona_catchphrase_reference_rate"] = (float(CATCHPHRASE in present), 1.0)
     if "persona_slot_written" in row:
+        counts["persona_slot_sentence_rate"] = (
+            float(sum(row["persona_slot_written"].get(f, 0) > 0 for f in slot_present)),
+            float(len(slot_present)),
+        )
         counts[SLOT_ACCURACY] = (
             float(sum(row["persona_slot_correct"].values())),
             float(sum(row["persona_slot_written"].values())),

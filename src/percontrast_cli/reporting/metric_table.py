@@ -106,6 +106,13 @@ METRICS = (
         breakdown("persona_recall_slot"),
     ),
     Metric(
+        "persona_slot_sentence_rate",
+        "higher",
+        "of the slot fields the reference writes, the share for which the generation writes a known "
+        "paraphrase of a sentence that carries that slot (with any value)",
+        breakdown("persona_slot_sentence_rate", "persona_slot_written"),
+    ),
+    Metric(
         SLOT_ACCURACY,
         "higher",
         "slot-conditional accuracy: among the generation's sentences that are a known paraphrase of a "
@@ -210,6 +217,7 @@ SECTIONS = {  # the Markdown report's tables
     "Persona: what moved": (
         "persona_recall_copy",
         "persona_recall_slot",
+        "persona_slot_sentence_rate",
         SLOT_ACCURACY,
         "persona_catchphrase_rate",
         "persona_catchphrase_reference_rate",
