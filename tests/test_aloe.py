@@ -248,7 +248,9 @@ def test_two_personas_two_rounds_with_the_tiny_model_in_every_role(model, tokeni
         for turn in conversation.turns:
             assert 1.0 <= turn["score"] <= 5.0 and sum(turn["judge_probs"]) == pytest.approx(1.0, abs=1e-4)
     metrics = aloe.al_metrics(conversations)
-    assert set(metrics) == {"aloe_AL1", "aloe_AL2", "aloe_AL_mean"}
+    mass = {"aloe_judge_score_mass_mean", "aloe_judge_score_mass_low_share"}
+    assert set(metrics) == {"aloe_AL1", "aloe_AL2", "aloe_AL_mean", *mass}
+    assert 0 < metrics["aloe_judge_score_mass_mean"] <= 1
     assert metrics["aloe_AL2"] == pytest.approx(np.mean([c.turns[1]["score"] for c in conversations]))
     records = [c.record() for c in conversations]
     assert json.loads(json.dumps(records)) == records  # the artifact's conversations.jsonl rows
@@ -319,7 +321,11 @@ def test_cli_cross_scenario_eval_rerun_and_report(tmp_path):
     (evaluation,) = (root / "artifacts" / "eval").iterdir()
     manifest = json.loads((evaluation / "manifest.json").read_text())
     assert manifest["tasks"] == {"train": "synthetic_email", "eval": "aloe"}
-    assert set(manifest["metrics"]) == {"aloe_AL1", "aloe_AL2", "aloe_AL_mean"}
+    assert set(manifest["metrics"]) - {"aloe_judge_score_mass_mean", "aloe_judge_score_mass_low_share"} == {
+        "aloe_AL1",
+        "aloe_AL2",
+        "aloe_AL_mean",
+    }
     conversations = [
         json.loads(line) for line in (evaluation / "conversations.jsonl").read_text().splitlines()
     ]

@@ -34,11 +34,19 @@ class EncodedTarget:
     needed: int = 0  # tokens the whole target takes, its end token included (more than len(ids) when cut)
 
 
+def chat_text(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    """The model's chat template over `messages`, with thinking off: a template that takes `enable_thinking`
+    (Qwen3, the paper's model) then opens the reply with an empty reasoning block and answers directly, as a
+    judge, a simulator and a model under test must; other templates ignore the variable."""
+    return tokenizer.apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=False, enable_thinking=False
+    )
+
+
 def render_prompt(tokenizer, prompt: str, chat: bool) -> str:
     """The prompt as the user turn of the model's chat template (when asked and the model has one)."""
     if chat and tokenizer.chat_template:
-        messages = [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return chat_text(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
     return prompt
 
 
@@ -49,7 +57,7 @@ def end_of_turn_id(tokenizer, chat: bool) -> int:
     tokenizer pads with the same id (pad == eos), because labels come from lengths, not from pad ids."""
     if chat and tokenizer.chat_template:
         turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
-        text = tokenizer.apply_chat_template(turns, tokenize=False)
+        text = chat_text(tokenizer, turns, add_generation_prompt=False)
         suffix = text[text.rindex("b") + 1 :]
         ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
         if ids:

@@ -24,6 +24,7 @@ import numpy as np
 from percontrast_cli.data.aloe import Persona
 from percontrast_cli.evaluation.chat import Decoding, generate_replies
 from percontrast_cli.evaluation.judge import Judge, enabled
+from percontrast_cli.evaluation.judge_checks import mass_metrics
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say
 
@@ -131,6 +132,7 @@ def play_round(
             turn["user_raw"] = raw_said  # before the asterisk cleaning
         if verdict.probs is not None:
             turn["judge_probs"] = [round(p, 6) for p in verdict.probs]
+            turn["judge_score_mass"] = round(verdict.mass, 6)
         if verdict.reply is not None:
             turn["judge_reply"] = verdict.reply
         conversation.turns.append(turn)
@@ -174,8 +176,9 @@ def al_values(scores: list[list[float | None]]) -> list[float]:
 
 
 def al_metrics(conversations: list[Conversation]) -> dict[str, float]:
-    """aloe_AL1..aloe_AL<rounds>, their mean (aloe_AL_mean) and, when the judge's reply is parsed, the
-    number of turns without a score."""
+    """aloe_AL1..aloe_AL<rounds>, their mean (aloe_AL_mean), the judge's score-token mass (mean, share of
+    turns under 0.5: how sure it is) and, when the judge's reply is parsed, the number of turns without a
+    score."""
     scores = [c.scores()["scores"] for c in conversations]
     values = al_values(scores)
     metrics = {f"aloe_AL{k}": v for k, v in enumerate(values, start=1)}
@@ -183,6 +186,8 @@ def al_metrics(conversations: list[Conversation]) -> dict[str, float]:
     failures = sum(s is None for row in scores for s in row)
     if failures or any("judge_reply" in t for c in conversations for t in c.turns):
         metrics["aloe_judge_parse_failures"] = float(failures)
+    masses = [t.get("judge_score_mass") for c in conversations for t in c.turns]
+    metrics.update({f"aloe_{name}": value for name, value in mass_metrics(masses).items()})
     return metrics
 
 

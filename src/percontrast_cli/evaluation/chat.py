@@ -1,17 +1,20 @@
 """Chat turns for the side roles (LLM judge, ALOE's user simulator, the model under test in a dialogue):
 rendering a message list as the model's prompt, and batched reply generation.
 
-A model with a chat template gets its template (what ALOE's published evaluation does); a model without one
-(the tiny test model) gets a plain ``User: / Assistant:`` transcript, so every role runs with any model.
+A model with a chat template gets its template (what ALOE's published evaluation does), with thinking off
+(``enable_thinking=False`` where the template takes it: Qwen3), and any reasoning a reply still holds is
+stripped before it is judged or passed on; a model without one (the tiny test model) gets a plain
+``User: / Assistant:`` transcript, so every role runs with any model.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 
-from percontrast_cli.data.encode import end_of_turn_id, length_batches, pad_left
+from percontrast_cli.data.encode import chat_text, end_of_turn_id, length_batches, pad_left
 from percontrast_cli.evaluation.generate import count_generated, decoding_config
 from percontrast_cli.runtime.progress import track
 
@@ -19,9 +22,9 @@ TRANSCRIPT_ROLES = {"user": "User", "assistant": "Assistant", "system": "System"
 
 
 def render_chat(tokenizer, messages: list[dict]) -> str:
-    """The prompt that asks the model for the next assistant turn after ``messages``."""
+    """The prompt that asks the model for the next assistant turn after ``messages`` (thinking off)."""
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return chat_text(tokenizer, messages, add_generation_prompt=True)
     lines = [f"{TRANSCRIPT_ROLES[m['role']]}: {m['content']}" for m in messages]
     return "\n".join([*lines, "Assistant:"])
 
@@ -44,6 +47,15 @@ def prompt_ids(tokenizer, text: str, budget: int) -> tuple[list[int], bool]:
     if bos is not None and tokenizer.chat_template and tokenizer.bos_token not in text:
         ids = [bos, *ids]
     return ids[-budget:], len(ids) > budget
+
+
+REASONING = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
+
+
+def strip_reasoning(text: str) -> str:
+    """A reply without a thinking model's reasoning (`<think>...</think>`, or an unclosed one to the end):
+    what is judged or passed on is the answer alone."""
+    return REASONING.sub("", text).strip() if "<think>" in text else text
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,8 @@ def generate_replies(
             new_tokens = out[:, input_ids.shape[1] :]
             counts = count_generated(new_tokens, stop_ids).tolist()
             for position, row, count in zip(positions, new_tokens, counts, strict=True):
-                replies[position] = tokenizer.decode(row[:count], skip_special_tokens=True).strip()
+                text = tokenizer.decode(row[:count], skip_special_tokens=True)
+                replies[position] = strip_reasoning(text).strip()
     finally:
         model.generation_config = saved
     return replies, sum(cut for _, cut in encoded)

@@ -3,14 +3,17 @@
 The score is read without sampling and without parsing (``judge.mode=expected``): the judge's next-token
 distribution right after the prompt, restricted to the tokens "1".."5" and renormalised over them, gives the
 expected score sum_s s * p(s), a number in [1, 5] that never fails and keeps the judge's uncertainty (a
-judge torn between 3 and 4 says 3.5, not whichever digit greedy decoding happens to pick). The variant of
-ALOE's original evaluation, greedy text read as an integer, is ``judge.mode=parsed``; there a reply without
-an integer 1-5 is a parse failure, counted and left out of the means.
+judge torn between 3 and 4 says 3.5, not whichever digit greedy decoding happens to pick). A greedy reply
+read as an integer is ``judge.mode=parsed`` (ALOE's original reads an integer from a judge it samples at
+temperature 1; this mode decodes greedily, so it is not the original's protocol); there a reply without an
+integer 1-5 is a parse failure, counted and left out of the means.
 
 On persona tasks the eval also reports the judge's agreement with ground truth: Spearman's rank correlation
 between the judge's score and persona recall (the share of the user's persona values the generation
 contains) over the test examples, so a user sees whether the judge they picked can be trusted. A small
 judge (SmolLM2-135M) runs here as a smoke test; real use needs a capable judge (a 7B+ instruct model).
+How sure the judge is shows beside its score: the probability it put on the score tokens at all, and its
+accuracy at telling a reference from the same reference with another user's values (judge_checks.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from percontrast_cli.data.encode import length_batches, pad_left
 from percontrast_cli.data.prompts import select_profile
 from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example
-from percontrast_cli.evaluation.chat import Decoding, generate_replies, prompt_ids, render_chat
+from percontrast_cli.evaluation.chat import (
+    Decoding,
+    generate_replies,
+    prompt_ids,
+    render_chat,
+    strip_reasoning,
+)
+from percontrast_cli.evaluation.judge_checks import mass_metrics, swap_accuracy
 from percontrast_cli.modeling.load import resolve_dtype
 from percontrast_cli.modeling.named import NONE, NamedModel, resolve_named
 from percontrast_cli.runtime.errors import PercontrastError
@@ -57,13 +67,18 @@ def score_token_ids(tokenizer) -> list[list[int]]:
     return table
 
 
-def expected_scores(logits: torch.Tensor, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def expected_scores(
+    logits: torch.Tensor, token_ids: list[list[int]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """From next-token logits (rows x vocabulary): each row's probabilities of the scores 1..5 (softmax over
-    the five, each score's logit the log-sum-exp of its tokens' logits) and their expectation, in [1, 5]."""
+    the five, each score's logit the log-sum-exp of its tokens' logits), their expectation, in [1, 5], and the
+    probability mass the judge put on the score tokens at all, before that renormalisation (a judge that
+    mostly wants to write something else gives a mass near 0 and a renormalised score that is noise)."""
     logits = logits.float()
     per_score = torch.stack([torch.logsumexp(logits[:, ids], dim=-1) for ids in token_ids], dim=-1)
     probs = per_score.softmax(dim=-1)
-    return probs @ torch.tensor(SCORES, dtype=probs.dtype, device=probs.device), probs
+    mass = (torch.logsumexp(per_score, dim=-1) - torch.logsumexp(logits, dim=-1)).exp()
+    return probs @ torch.tensor(SCORES, dtype=probs.dtype, device=probs.device), probs, mass
 
 
 def parse_score(reply: str) -> int | None:
@@ -77,6 +92,7 @@ class Verdict:
     score: float | None  # None: mode=parsed and no score in the reply
     probs: list[float] | None = None  # mode=expected: p("1").."5"
     reply: str | None = None  # mode=parsed: the judge's text
+    mass: float | None = None  # mode=expected: the probability on the score tokens, before renormalising
 
 
 class Judge:
@@ -138,9 +154,11 @@ class Judge:
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0),  # left padding: count from the first token
                 logits_to_keep=1,
             ).logits[:, -1]
-            expected, probs = expected_scores(logits, self.token_ids)
-            for position, value, row in zip(positions, expected.tolist(), probs.tolist(), strict=True):
-                verdicts[position] = Verdict(value, probs=row)
+            expected, probs, mass = expected_scores(logits, self.token_ids)
+            for position, value, row, on_scores in zip(
+                positions, expected.tolist(), probs.tolist(), mass.tolist(), strict=True
+            ):
+                verdicts[position] = Verdict(value, probs=row, mass=on_scores)
         return verdicts
 
 
@@ -170,7 +188,8 @@ def personalization_prompt(judge_cfg, example: Example, response: str, retriever
     request (judge.profile_items, each cut to judge.item_chars characters), the request and the response."""
     items = select_profile(example, judge_cfg.profile_items, retriever)
     profile = "\n".join(f"- {item[: judge_cfg.item_chars]}" for item in items)
-    return judge_cfg.prompt.format(profile=profile, request=example.input, response=response)
+    # a thinking model's reasoning is not part of its answer: the judge reads the answer alone
+    return judge_cfg.prompt.format(profile=profile, request=example.input, response=strip_reasoning(response))
 
 
 def judge_identity(cfg, store: ArtifactStore) -> dict | None:
@@ -186,8 +205,10 @@ def judge_identity(cfg, store: ArtifactStore) -> dict | None:
 def judge_eval(
     cfg, store: ArtifactStore, device, examples: list[Example], predictions: list[str], rows
 ) -> dict:
-    """eval.judge=<model>: score every generation, add ``judge_score`` to its per-example row, and return the
-    metrics: the mean judge score and, when the rows carry persona recall, the judge's agreement with it."""
+    """eval.judge=<model>: score every generation, add ``judge_score`` (and its score-token mass) to its
+    per-example row, and return the metrics: the mean judge score, the score-token mass (mean, share under
+    0.5), and on persona tasks the judge's agreement with persona recall and its swap accuracy
+    (evaluation/judge_checks.py)."""
     if not enabled(cfg.eval.judge):
         return {}
     named = resolve_named(cfg.eval.judge, "eval.judge", store, cfg.paths.cache)
@@ -199,11 +220,21 @@ def judge_eval(
     verdicts = judge.score(prompts, description=f"judge ({named.spec})")
     for row, verdict in zip(rows, verdicts, strict=True):
         row["judge_score"] = verdict.score
+        if verdict.mass is not None:
+            row["judge_score_mass"] = verdict.mass
     scores = [v.score for v in verdicts]
     valid = [s for s in scores if s is not None]
     metrics = {"judge_score": float(np.mean(valid)) if valid else float("nan")}
+    metrics.update(mass_metrics([v.mass for v in verdicts]))
     if judge.mode == "parsed":
         metrics["judge_parse_failures"] = float(len(scores) - len(valid))
+    metrics.update(
+        swap_accuracy(
+            examples,
+            lambda example, response: personalization_prompt(cfg.judge, example, response, retriever),
+            lambda texts: [v.score for v in judge.score(texts, description="judge: swap check")],
+        )
+    )
     if rows and all("persona_present" in row for row in rows):  # a persona task: ground truth is known
         agreement = judge_agreement(scores, [persona_recall(row) for row in rows])
         if agreement is None:
