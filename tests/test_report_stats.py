@@ -303,6 +303,12 @@ def test_declared_primary_margin_and_the_chance_line(tmp_path):
         assert "Primary metric: persona_recall; every other metric is secondary" in shown
     assert "Δ rougeL ↑ (secondary)" in page and "Δ persona_recall ↑ (primary)" in page
     assert max(len(line) for line in text.splitlines()) <= 110
+    assert "judge system-level agreement" not in page  # no judge scores here
+    for index, row in enumerate(rows):  # four checkpoints: the judge ranks them as persona recall does
+        row["metrics"].update(judge_score=1.0 + index, persona_recall=0.1 * index)
+    assert "Spearman +1.00 between the mean judge score and persona recall over 4 evals" in "\n".join(
+        verdicts.declared_lines(summary, declared)
+    )
     with pytest.raises(PercontrastError, match="report.primary: these evals have no metric 'nope'"):
         verdicts.Declared(primary="nope").check({"rougeL"})
     for margin in ("rougeL", "rougeL:-1", "rougeL:x", ":0.1"):

@@ -1,6 +1,7 @@
 """What a report lets one conclude: the declared primary metric (`report.primary`; every other metric is
 secondary), an equivalence test (`report.margin=<metric>:<δ>`) instead of reading a non-significant
-difference as "no change", and how many of the report's intervals would exclude 0 by chance alone.
+difference as "no change", how many of the report's intervals would exclude 0 by chance alone, and the
+judge's system-level agreement with persona recall across the report's checkpoints.
 
 The equivalence test is a TOST (two one-sided tests) at the level of the report's interval: each one-sided
 test at (1 − level) / 2, which holds exactly when the percentile interval lies inside (−δ, +δ). The printed
@@ -85,6 +86,29 @@ def chance_line(summary: list[dict], declared: Declared) -> str | None:
     return line + "."
 
 
+def judge_system_line(summary: list[dict]) -> str | None:
+    """The judge's system-level agreement: Spearman's correlation, over the report's evals (checkpoints),
+    between each eval's mean judge score and its persona recall (None with fewer than 3 such evals)."""
+    pairs = [
+        (row["metrics"]["judge_score"], row["metrics"]["persona_recall"])
+        for entry in summary
+        for row in entry["rows"]
+        if "judge_score" in row["metrics"] and "persona_recall" in row["metrics"]
+    ]
+    if len(pairs) < 3:
+        return None
+    scores, recalls = zip(*pairs, strict=True)
+    if len(set(scores)) < 2 or len(set(recalls)) < 2:
+        return f"judge system-level agreement over {len(pairs)} evals: undefined (constant scores or recall)"
+    from scipy.stats import spearmanr  # here: scipy takes a while to import, and few reports need it
+
+    rho = float(spearmanr(scores, recalls).statistic)
+    return (
+        f"judge system-level agreement: Spearman {rho:+.2f} between the mean judge score and persona recall "
+        f"over {len(pairs)} evals (checkpoints)"
+    )
+
+
 def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
     """The lines that answer the declared question: the primary metric's Δ per group, the TOST verdicts and
     the chance line (for report.md and the console alike)."""
@@ -107,6 +131,8 @@ def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
                 )
     if (chance := chance_line(summary, declared)) is not None:
         lines.append(chance)
+    if (judged := judge_system_line(summary)) is not None:
+        lines.append(judged)
     return lines
 
 
