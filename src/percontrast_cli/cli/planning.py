@@ -248,7 +248,8 @@ class Planner:
                 stage.work = [("score:contrast" if contrast else "score:factual", train_targets)]
                 stage.work_examples = len(train)
             elif stage.name == "eval":
-                stage.generated_tokens = len(test) * cfg.eval.max_new_tokens if data else None
+                generations = len(test) * cfg.eval.samples  # eval.samples generations per target
+                stage.generated_tokens = generations * cfg.eval.max_new_tokens if data else None
                 stage.work = [("score:contrast", test_targets), ("generate", stage.generated_tokens)]
                 stage.work_examples = len(test)
             self.estimate(stage)

@@ -25,7 +25,6 @@ BOOLEANS = (
     "train.group_by_length",
     "eval.meteor",
     "eval.rouge_stemmer",
-    "eval.do_sample",
     "aloe.raw_lines",
 )
 
