@@ -197,6 +197,19 @@ METRICS = (
     Metric(
         "judge_agreement", "higher", "the judge's Spearman correlation with persona recall (no Δ interval)"
     ),
+    Metric(
+        "judge_score_mass_mean",
+        "",
+        "the probability the judge put on the score tokens 1-5 before renormalising (near 0: its scores are "
+        "noise)",
+        mean_of("judge_score_mass"),
+    ),
+    Metric(
+        "judge_swap_accuracy",
+        "",
+        "share of persona test references the judge scores above the same reference with another user's "
+        "values swapped in (0.5: chance; the same for every checkpoint, no Δ interval)",
+    ),
     Metric("estimator_auroc", "higher", "PerContrast scores vs the personal spans: AUROC (no Δ interval)"),
     Metric("estimator_f1", "higher", "the same: F1 at estimator.tau (no Δ interval)"),
 )
@@ -213,6 +226,8 @@ SECTIONS = {  # the Markdown report's tables
         "generated_words",
         "judge_score",
         "judge_agreement",
+        "judge_score_mass_mean",
+        "judge_swap_accuracy",
     ),
     "Persona: what moved": (
         "persona_recall_copy",
