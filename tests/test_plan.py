@@ -115,6 +115,18 @@ def test_calibrations_are_recorded_from_the_run(ran):
     assert manifest["timing"]["seconds"] > 0 and manifest["timing"]["work"][0]["units"] == 4
 
 
+def test_calibrate_keeps_only_its_records(tmp_path):
+    root = tmp_path / "outputs"
+    result = cli("calibrate", "experiment=miniature", root=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sources = {r.source.split()[0] for r in calibration.load(root / "calibration.jsonl")}
+    assert sources == {"calibrate"}
+    assert not list((root / "artifacts").rglob("manifest.json"))  # its store was temporary
+    assert "report:" not in result.stdout  # nothing left to report on
+    planned = rows(cli("plan", "experiment=miniature", root=root).stdout, "experiment=miniature")
+    assert all(cells[7] != "unknown" for cells in planned.values())
+
+
 def test_plan_without_calibration_says_unknown_and_how_to_calibrate(tmp_path):
     root = tmp_path / "outputs"
     result = cli("plan", "experiment=miniature", "task=persona_email", root=root)

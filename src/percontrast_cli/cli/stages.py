@@ -27,7 +27,7 @@ from percontrast_cli.steps.produce import job_dir, record
 from percontrast_cli.steps.scoring import estimate, given_estimate, scored_tokens
 from percontrast_cli.steps.task_data import load_task, retriever
 from percontrast_cli.steps.training import needs_estimate, starting_point, train_main
-from percontrast_cli.store.artifacts import Artifact, ArtifactStore
+from percontrast_cli.store.artifacts import JOB_ARTIFACTS, Artifact, ArtifactStore
 
 
 def quiet_libraries() -> None:
@@ -158,6 +158,9 @@ def stage_calibrate(cfg):
             result = stage_run(small)
         finally:
             costs.SOURCE = "run"
+            made = job_dir() / JOB_ARTIFACTS if job_dir() else None
+            if made is not None and made.is_file():  # its ids name artifacts of the deleted store
+                made.unlink()
         say(f"calibrated: records appended to {cfg.paths.calibration}; `percontrast plan` now uses them")
         return result
 
