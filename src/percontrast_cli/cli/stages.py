@@ -86,9 +86,9 @@ def stage_train(cfg):
         data = load_task(cfg)
         given = given_estimate(ctx, data)
         start = starting_point(ctx, data)
-        result = train_main(ctx, start, given, data)
-        print_artifacts([start, result], ctx.tracker)
-        return result
+        curve = train_main(ctx, start, given, data)  # the end, and eval.at_steps' checkpoints on the way
+        print_artifacts([start, *(checkpoint for step, checkpoint in curve.items() if step)], ctx.tracker)
+        return curve[max(curve)]
 
 
 def stage_eval(cfg):
@@ -117,15 +117,27 @@ def stage_run(cfg):
         given = given_estimate(ctx, data)
         start = starting_point(ctx, data)
         first = given or (estimate(ctx, start, data) if needs_estimate(cfg) else None)
-        trained = train_main(ctx, start, first, data)
-        result = evaluate(ctx, trained, data)
+        curve = train_main(ctx, start, first, data)
+        end = max(curve)
+        # eval.at_steps: the learning curve's points first, then the end (the job's `eval`)
+        points = {step: evaluate(ctx, point, data, role=None) for step, point in curve.items() if step != end}
+        result = evaluate(ctx, curve[end], data)
+        if points:  # `report` reads the curve, by step, from the job's artifacts.json
+            record("curve", {**{step: point.id for step, point in points.items()}, end: result.id})
         if (
             first is not None and cfg.tracker.name != "none"
         ):  # a heatmap of the first example, for the run's page
             _, tokens, prompt = scored_tokens(ctx, first, data, 0)
             page = html_heatmap(tokens, f"estimate {first.id}", prompt=prompt, clip=clip_points(cfg.loss))
             ctx.tracker.log_html("estimate/heatmap_example0", page)
-        print_artifacts([a for a in (start, first, trained, result) if a is not None], ctx.tracker)
+        made = (
+            start,
+            first,
+            *(checkpoint for step, checkpoint in curve.items() if step),
+            *points.values(),
+            result,
+        )
+        print_artifacts([a for a in made if a is not None], ctx.tracker)
         estimate_vs_actual(planned, job_dir(), ctx.store.root)  # how far to trust `percontrast plan`
         return result
 
@@ -153,6 +165,7 @@ def stage_calibrate(cfg):
             small.train.warmup_steps = min(int(cfg.train.warmup_steps), CALIBRATION_STEPS)
             small.train.save_every = 10**9  # no Trainer checkpoints: they would be timed as steps
             small.eval.limit = min(cfg.eval.limit or CALIBRATION_EXAMPLES, CALIBRATION_EXAMPLES)
+            small.eval.at_steps = []  # one training, one eval
         costs.SOURCE = "calibrate"
         try:
             result = stage_run(small)

@@ -283,6 +283,7 @@ def validate_config(cfg) -> None:
     _integer(cfg.eval.max_new_tokens, "eval.max_new_tokens", 1)
     if cfg.eval.limit is not None:
         _integer(cfg.eval.limit, "eval.limit", 1)
+    _at_steps(cfg.eval.at_steps)
     _number(cfg.eval.temperature, "eval.temperature", low=0)
     _number(cfg.eval.top_p, "eval.top_p", 0, 1, low_open=True)
     _integer(cfg.eval.samples, "eval.samples", 1)
@@ -295,6 +296,14 @@ def validate_config(cfg) -> None:
     _finite_everywhere(cfg)  # the options without a rule of their own above
     if cfg.tracker.name == "wandb":
         _choice(cfg.tracker.mode, "tracker.mode", ("offline", "online", "disabled"))
+
+
+def _at_steps(at_steps) -> None:
+    """A list of optimiser steps (0: the starting model); the end of the run is checked at training."""
+    if not isinstance(at_steps, ListConfig | list):
+        raise PercontrastError(f"eval.at_steps={at_steps!r} must be a list of optimiser steps: [0,10,30]")
+    for index, step in enumerate(at_steps):
+        _integer(step, f"eval.at_steps[{index}]", 0)
 
 
 def _distributed(dist) -> None:

@@ -18,7 +18,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from percontrast_cli.data.encode import IGNORE, Collator, at_targets
 from percontrast_cli.method.contrast import contrast_scores
+from percontrast_cli.method.curve import CurvePoints, Progress
 from percontrast_cli.method.losses import normalized, token_nll, token_weights, weight_signal, weighted_nll
+from percontrast_cli.method.schedule import lr_warmup
 from percontrast_cli.method.training_progress import RichProgressCallback
 from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.runtime.distributed import broadcast, cpu_fsdp
@@ -295,7 +297,7 @@ def training_arguments(
         gradient_accumulation_steps=train_cfg.grad_accum,
         learning_rate=train_cfg.lr,
         lr_scheduler_type=train_cfg.scheduler,
-        warmup_steps=min(train_cfg.lr_warmup_steps, max(steps // 10, 1)),
+        warmup_steps=lr_warmup(train_cfg, steps),
         weight_decay=train_cfg.weight_decay,
         max_grad_norm=train_cfg.max_grad_norm,
         logging_steps=train_cfg.log_every,
@@ -303,6 +305,7 @@ def training_arguments(
         save_steps=train_cfg.save_every,
         save_total_limit=1,
         report_to=[],
+        include_num_input_tokens_seen="non_padding",  # a run's training tokens (CurvePoints)
         disable_tqdm=True,
         seed=seed,
         data_seed=seed,
@@ -344,6 +347,7 @@ def last_complete_checkpoint(work_dir: Path) -> str | None:
 class Trained:
     history: list[dict]  # the Trainer's log history
     model: object | None  # the trained model, complete and unsharded, on rank 0 (None on the other ranks)
+    progress: Progress  # steps, tokens and measured seconds at the end
 
 
 def is_sharded(trainer: Trainer) -> bool:
@@ -415,9 +419,12 @@ def fit(
     ddp_backend: str | None = None,
     score_table: ScoreTable | None = None,
     extra_callbacks: tuple = (),
+    curve: CurvePoints | None = None,
 ) -> Trained:
     """Train; resumes from the last Trainer checkpoint in ``work_dir`` after a crash. Every rank of a
-    multi-process run calls this; the trained model comes back on rank 0 (see trained_model)."""
+    multi-process run calls this; the trained model comes back on rank 0 (see trained_model). ``curve``:
+    points of the run to publish on the way (by default only the time and tokens are measured)."""
+    curve = curve or CurvePoints()
     trainer = PerCETrainer(
         model=model,
         args=training_arguments(train_cfg, work_dir, steps, seed, device, bf16, ddp_backend),
@@ -426,12 +433,15 @@ def fit(
         loss_cfg=loss_cfg,
         online_refresh=online_refresh,
         score_table=score_table,
-        callbacks=[RichProgressCallback(description), LogHistory(tracker, description), *extra_callbacks],
+        callbacks=[RichProgressCallback(description), LogHistory(tracker, description), curve],
     )
+    for callback in extra_callbacks:
+        trainer.add_callback(callback)
+    curve.gather = lambda: trained_model(trainer)
     trainer.remove_callback(PrinterCallback)  # the rich bar shows the loss instead
     kind = trainer.accelerator.distributed_type.value  # which parallelism accelerate chose
     if kind != "NO":
         processes = f"{trainer.args.world_size} process{'es' if trainer.args.world_size > 1 else ''}"
         say(f"[dim]{description}: {processes} ({kind})[/dim]")
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(work_dir))
-    return Trained(trainer.state.log_history, trained_model(trainer))
+    trainer.train(resume_from_checkpoint=curve.resume(last_complete_checkpoint(work_dir)))
+    return Trained(trainer.state.log_history, trained_model(trainer), curve.progress(trainer.state))

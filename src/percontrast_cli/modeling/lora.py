@@ -3,6 +3,7 @@ can load it: ``model/`` always holds full (merged) weights; LoRA runs also keep 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 # peft is imported in the functions: it takes seconds to import, and only a LoRA training run needs it.
@@ -30,3 +31,10 @@ def save_trained(model, tokenizer, out_dir: Path) -> None:
         model = model.merge_and_unload()
     model.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
+
+
+def save_snapshot(model, tokenizer, out_dir: Path) -> None:
+    """`save_trained` of a model whose training goes on: LoRA adapters are merged into a copy."""
+    from peft import PeftModel
+
+    save_trained(copy.deepcopy(model) if isinstance(model, PeftModel) else model, tokenizer, out_dir)

@@ -212,6 +212,18 @@ METRICS = (
     ),
     Metric("estimator_auroc", "higher", "PerContrast scores vs the personal spans: AUROC (no Δ interval)"),
     Metric("estimator_f1", "higher", "the same: F1 at estimator.tau (no Δ interval)"),
+    Metric(
+        "train_tokens",
+        "",
+        "training tokens fed up to the evaluated checkpoint (non-padding; PerCE's counterfactual pass not "
+        "counted)",
+    ),
+    Metric(
+        "train_seconds",
+        "",
+        "measured training seconds up to the evaluated checkpoint (the optimiser steps, PerCE's extra "
+        "forward pass included; not logging or saving); gain: the training-time ratio vs CE",
+    ),
 )
 
 
@@ -247,6 +259,7 @@ SECTIONS = {  # the Markdown report's tables
         "nonpersonal_token_loss",
     ),
     "Estimator": ("estimator_auroc", "estimator_f1"),
+    "Training cost": ("train_tokens", "train_seconds"),
 }
 
 

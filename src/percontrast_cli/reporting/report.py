@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from percontrast_cli.reporting.aloe_report import aloe_report
+from percontrast_cli.reporting.curves import STEP, job_curves, plot_curves, training_cost, with_curves
 from percontrast_cli.reporting.metric_table import FAMILIES, METRICS, family, metric_spec
 from percontrast_cli.reporting.plots import (
     plot_differences,
@@ -26,11 +27,12 @@ from percontrast_cli.reporting.tables import write_tables
 from percontrast_cli.reporting.verdicts import Declared
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say
-from percontrast_cli.store.artifacts import JOB_ARTIFACTS, Artifact, ArtifactStore
+from percontrast_cli.store.artifacts import Artifact, ArtifactStore, job_records
 
 # Options that can define a group (the experimental settings); seeds are pooled, plumbing is ignored.
 # train_task: what the checkpoint was trained on (task.name is what it was evaluated on).
-GROUPED = ("model.", "task.", "estimator.", "loss", "train.", "eval.", "aloe.", "train_task")
+# step: the optimiser step of a learning curve's point (eval.at_steps).
+GROUPED = ("model.", "task.", "estimator.", "loss", "train.", "eval.", "aloe.", "train_task", STEP)
 
 
 # Options a row takes from its checkpoint's manifest; the eval-time threshold stays the eval's own.
@@ -63,12 +65,8 @@ def collect_evals(store: ArtifactStore, refs: list[str]) -> list[Artifact]:
     found: dict[str, Artifact] = {}
     for ref in refs:
         path = Path(ref)
-        job_files = (
-            [path / JOB_ARTIFACTS]
-            if (path / JOB_ARTIFACTS).is_file()
-            else sorted(path.glob(f"*/{JOB_ARTIFACTS}"))
-        )
-        if path.is_dir() and job_files:
+        job_files = job_records(path)
+        if job_files:
             for job_file in job_files:
                 eval_id = job_record(job_file).get("eval")
                 if eval_id is None:  # a job that failed (or was stopped) before its eval
@@ -121,7 +119,7 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     lines = examples_file.read_text().splitlines() if examples_file.is_file() else []
     return {
         "options": options,
-        "metrics": evaluation.manifest["metrics"],
+        "metrics": {**evaluation.manifest["metrics"], **training_cost(checkpoint.manifest)},
         "history": history,
         "examples": by_target([json.loads(line) for line in lines]),
         "id": evaluation.id,
@@ -220,6 +218,9 @@ def make_report(store: ArtifactStore, refs: list[str], report_cfg) -> tuple[str,
     directory and the number of evals."""
     declared = Declared.from_config(report_cfg)
     rows = [eval_row(store, e) for e in collect_evals(store, refs)]
+    rows = with_curves(
+        rows, job_curves(refs), lambda eval_id: eval_row(store, store.resolve("eval", eval_id))
+    )
     keys = group_keys(rows)
     summary = summarize(rows, keys)
     present = {m for e in summary for m in e["values"]}
@@ -240,5 +241,6 @@ def make_report(store: ArtifactStore, refs: list[str], report_cfg) -> tuple[str,
     if any(m in e.get("paired", {}) for e in summary for m in plotted):
         plot_differences(summary, plotted, out_dir / "differences_vs_ce.png")
     plot_token_losses(summary, out_dir / "token_loss_curves.png")
+    plot_curves(summary, out_dir)  # eval.at_steps: every metric vs steps, training tokens and seconds
     text += aloe_report(store, summary, out_dir)  # task=aloe evals: AL(k) with intervals, AL(k) vs k
     return text, out_dir, len(rows)

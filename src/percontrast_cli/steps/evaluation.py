@@ -26,7 +26,8 @@ from percontrast_cli.store.artifacts import Artifact
 from percontrast_cli.store.identity import eval_identity
 
 
-def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
+def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData, role: str | None = "eval") -> Artifact:
+    """The eval of `checkpoint` on the test split (found or computed), recorded in the job as ``role``."""
     cfg = ctx.cfg
     test = eval_examples(cfg, data)
     identity = evaluation_identity(ctx, checkpoint, test)
@@ -88,7 +89,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
     extra = {
         "tasks": {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name},
     }
-    result = produce(ctx, identity, build, role="eval", done="evaluated", extra=extra)
+    result = produce(ctx, identity, build, role=role, done="evaluated", extra=extra)
     metrics = result.manifest["metrics"]
     ctx.tracker.summary({f"eval/{k}": v for k, v in metrics.items()})
     show(metrics_table(metrics, f"eval {result.id} (checkpoint {checkpoint.id})"))

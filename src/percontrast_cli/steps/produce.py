@@ -39,9 +39,10 @@ def job_dir() -> Path | None:
     return Path(os.environ[JOB_DIR_ENV]) if os.environ.get(JOB_DIR_ENV) else None
 
 
-def record(role: str, artifact_id: str) -> None:
+def record(role: str, artifact_id: str | dict) -> None:
     """Add `role: id` to the job's artifacts.json (written as each artifact is ready, so a failed job still
-    names what it finished): `report` finds a sweep's evals, and scripts its checkpoints, in the sweep."""
+    names what it finished): `report` finds a sweep's evals, and scripts its checkpoints, in the sweep.
+    ``curve`` maps optimiser steps to eval ids (eval.at_steps)."""
     directory = job_dir()
     if directory is None or not is_main():
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -11,8 +12,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from percontrast_cli.method.losses import CE, reads_artifact, weight_source
-from percontrast_cli.modeling.lora import save_trained, wrap_lora
+from percontrast_cli.method.schedule import why_not_prefix
+from percontrast_cli.modeling.lora import save_snapshot, save_trained, wrap_lora
 from percontrast_cli.runtime.distributed import backend, is_main, rank_and_world
+from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.progress import say
 from percontrast_cli.steps import costs
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model, named_checkpoint
@@ -20,7 +24,7 @@ from percontrast_cli.steps.produce import produce
 from percontrast_cli.steps.scoring import estimate, reference_nll, round_estimate, score_table
 from percontrast_cli.steps.task_data import TaskData, encode_items
 from percontrast_cli.store.artifacts import Artifact
-from percontrast_cli.store.identity import checkpoint_identity
+from percontrast_cli.store.identity import Identity, checkpoint_identity
 
 
 def train_checkpoint(
@@ -32,32 +36,48 @@ def train_checkpoint(
     tag: str,
     scores: Artifact | None = None,
     role: str = "checkpoint",
-) -> Artifact:
-    """Train from `start` and publish a `checkpoint` artifact (skipped when it already exists).
+    at_steps: tuple[int, ...] = (),
+) -> dict[int, Artifact]:
+    """Train from `start` and publish a `checkpoint` artifact (skipped when it already exists), and one at
+    each of ``at_steps`` on the way (0: `start` itself); returns them by step, the end at ``steps``.
 
     ``scores``: the estimate (refresh=rounds: the first round's) or reference artifact whose per-token values
     the weighting reads; without it a PerContrast weighting re-estimates inside every step."""
     cfg = ctx.cfg
     source = weight_source(loss_cfg, cfg.estimator.refresh)
     identity = training_identity(ctx, start, data, loss_cfg, steps, scores)
+    points = point_identities(ctx, start, data, loss_cfg, steps, scores, at_steps)
+    missing = {
+        step: point for step, point in points.items() if ctx.store.find("checkpoint", point.id) is None
+    }
     work_dir = ctx.store.root / ".work" / f"checkpoint-{identity.id}"
+    # recorded, not part of the id (the data and the settings that matter are)
+    extra = {"tag": tag, "train_task": cfg.task.name}
+    train = functools.partial(
+        run_training, ctx, identity.id, start, data, loss_cfg, source, steps, tag, scores, work_dir
+    )
 
     def build(tmp: Path, manifest: dict) -> str:
         resumed = resumable_step(work_dir) or 0
-        model, tokenizer, history = run_training(
-            ctx, identity.id, start, data, loss_cfg, source, steps, tag, scores, work_dir
-        )
-        manifest["work"] = training_work(history, steps - resumed, source)
+        trained, tokenizer = train(Points(missing, extra))
+        manifest["work"] = training_work(trained.history, steps - resumed, source)
         if is_main():  # fit gathered the trained model (sharded or not) onto rank 0; it writes
-            save_trained(model, tokenizer, tmp)
-            (tmp / "log_history.json").write_text(json.dumps(history, indent=1))
+            save_trained(trained.model, tokenizer, tmp)
+            (tmp / "log_history.json").write_text(json.dumps(trained.history, indent=1))
+        manifest["progress"] = trained.progress.record()
         return f" ({tag})"
 
-    # recorded, not part of the id (the data and the settings that matter are)
-    extra = {"tag": tag, "train_task": cfg.task.name}
-    artifact = produce(ctx, identity, build, role=role, done="trained", extra=extra)
+    if missing and ctx.store.find("checkpoint", identity.id) is not None:
+        # the end exists but not every point (at_steps added later): the run again, up to the last missing one
+        say(f"{tag}: no checkpoint at steps {sorted(missing)} yet: training again up to step {max(missing)}")
+        train(Points(missing, extra, stop_after=max(missing)))
+    end = produce(ctx, identity, build, role=role, done="trained", extra=extra)
     shutil.rmtree(work_dir, ignore_errors=True)
-    return artifact
+    curve = {step: ctx.store.find("checkpoint", point.id) for step, point in points.items()}
+    curve[steps] = end
+    if 0 in at_steps:
+        curve[0] = start
+    return dict(sorted(curve.items()))
 
 
 def resumable_step(work_dir: Path) -> int | None:
@@ -76,8 +96,39 @@ def training_work(history: list[dict], steps: int, source: str | None) -> list[d
     return [costs.work_entry(f"train:{source or 'ce'}", steps, runtime)]
 
 
-def training_identity(ctx: Context, start: Artifact, data: TaskData, loss_cfg, steps: int, scores=None):
-    """The identity of the checkpoint `train_checkpoint` makes from these inputs."""
+@dataclasses.dataclass(frozen=True)
+class Points:
+    """The checkpoints to publish on the way: identities by step, their manifests' extra entries, and where
+    to stop (None: at the end)."""
+
+    identities: dict[int, Identity]
+    extra: dict
+    stop_after: int | None = None
+
+
+def point_identities(
+    ctx: Context, start, data, loss_cfg, steps: int, scores, at_steps
+) -> dict[int, Identity]:
+    """The checkpoint identity at each step of ``at_steps`` strictly inside the run. When the first s steps of
+    this run are exactly an s-step run (a schedule whose learning rate does not depend on the run's length,
+    e.g. constant), the point *is* that run's checkpoint and has its id, so runs of different lengths share
+    their early checkpoints; otherwise it keys this run's length too (said once, in one line)."""
+    rounds = weight_source(loss_cfg, ctx.cfg.estimator.refresh) == "rounds"
+    inside = sorted({step for step in at_steps if 0 < step < steps})
+    reasons = {step: why_not_prefix(ctx.cfg.train, step, steps, rounds) for step in inside}
+    if found := next((reason for reason in reasons.values() if reason is not None), None):
+        say(f"[dim]eval.at_steps: the points are this {steps}-step run's, not shorter runs' ({found})[/dim]")
+    return {
+        step: training_identity(ctx, start, data, loss_cfg, step, scores, None if reason is None else steps)
+        for step, reason in reasons.items()
+    }
+
+
+def training_identity(
+    ctx: Context, start: Artifact, data: TaskData, loss_cfg, steps: int, scores=None, schedule_steps=None
+):
+    """The identity of the checkpoint `train_checkpoint` makes from these inputs (``schedule_steps``: see
+    checkpoint_identity)."""
     source = weight_source(loss_cfg, ctx.cfg.estimator.refresh)
     return checkpoint_identity(
         ctx.cfg,
@@ -90,13 +141,16 @@ def training_identity(ctx: Context, start: Artifact, data: TaskData, loss_cfg, s
         data_fp=data.train_fp,
         tokenizer_fp=start.inputs["tokenizer"],
         scores=(scores.kind, scores.id) if scores is not None else None,
+        schedule_steps=schedule_steps,
     )
 
 
-def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag, scores, work_dir):
-    """Load the start, wrap it (LoRA), encode the training set and fit; returns model, tokenizer, log."""
+def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag, scores, work_dir, points):
+    """Load the start, wrap it (LoRA), encode the training set and fit, publishing `points` on the way;
+    returns what fit returns, and the tokenizer."""
     # imported here: `train` imports transformers' Trainer (seconds), which a job whose checkpoint exists
     # never needs (a rerun of a finished sweep skips every job)
+    from percontrast_cli.method.curve import CurvePoints
     from percontrast_cli.method.trainer import RoundsRefresh, fit
 
     cfg = ctx.cfg
@@ -116,6 +170,18 @@ def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag
             ).values
 
         callbacks = (RoundsRefresh(table, boundaries, rescore),)
+
+    def publish(progress, gather):
+        def build(tmp: Path, manifest: dict) -> str:
+            model = gather()  # every rank: a sharded model is gathered onto rank 0
+            if is_main():
+                save_snapshot(model, tokenizer, tmp)
+            return f" ({tag}, step {progress.step} of {steps})"
+
+        extra = {**points.extra, "progress": progress.record()}
+        produce(ctx, points.identities[progress.step], build, done="saved", extra=extra)
+
+    curve = CurvePoints(points.identities, publish, points.stop_after)
     trained = fit(
         model,
         tokenizer,
@@ -133,8 +199,9 @@ def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag
         description=f"train {tag}",
         score_table=table,
         extra_callbacks=callbacks,
+        curve=curve,
     )
-    return trained.model, tokenizer, trained.history  # the model: rank 0's complete copy (None elsewhere)
+    return trained, tokenizer  # its model: rank 0's complete copy (None elsewhere)
 
 
 def warmup(ctx: Context, base: Artifact, data: TaskData) -> Artifact:
@@ -142,7 +209,8 @@ def warmup(ctx: Context, base: Artifact, data: TaskData) -> Artifact:
     if not needs_warmup(ctx.cfg):
         return base
     ctx = warmup_context(ctx)
-    return train_checkpoint(ctx, base, data, CE, ctx.cfg.train.warmup_steps, tag="warmup", role="start")
+    steps = ctx.cfg.train.warmup_steps
+    return train_checkpoint(ctx, base, data, CE, steps, tag="warmup", role="start")[steps]
 
 
 def needs_warmup(cfg) -> bool:
@@ -185,10 +253,13 @@ def needs_estimate(cfg) -> bool:
     return reads_artifact(weight_source(cfg.loss, cfg.estimator.refresh)) == "estimate"
 
 
-def train_main(ctx: Context, start: Artifact, first_estimate: Artifact | None, data: TaskData) -> Artifact:
+def train_main(
+    ctx: Context, start: Artifact, first_estimate: Artifact | None, data: TaskData
+) -> dict[int, Artifact]:
     """Main training. PerCE re-estimates its weights every step (online) or every steps/N steps of the same
     run (rounds, starting from `first_estimate`); LossCE reads the start checkpoint's NLL; the other
-    weightings read the training pass itself."""
+    weightings read the training pass itself. Returns the checkpoints by step: the end (the last), and the
+    points eval.at_steps names (0: the start)."""
     cfg = ctx.cfg
     scores = None
     if main_scores_kind(cfg) == "estimate":
@@ -196,7 +267,13 @@ def train_main(ctx: Context, start: Artifact, first_estimate: Artifact | None, d
     elif main_scores_kind(cfg) == "reference":
         scores = reference_nll(ctx, start, data)
     steps = total_steps(cfg.train, len(data.train))
-    return train_checkpoint(ctx, start, data, cfg.loss, steps, training_tag(cfg), scores)
+    at_steps = tuple(cfg.eval.at_steps)
+    if beyond := [step for step in at_steps if step > steps]:
+        raise PercontrastError(
+            f"eval.at_steps={list(at_steps)}: step {beyond[0]} is past the training's end ({steps} optimiser "
+            "steps; train.steps or train.epochs): list steps up to it (the end is evaluated anyway)"
+        )
+    return train_checkpoint(ctx, start, data, cfg.loss, steps, training_tag(cfg), scores, at_steps=at_steps)
 
 
 def main_scores_kind(cfg) -> str | None:

@@ -57,6 +57,13 @@ ID_PATTERN = re.compile(r"[0-9a-f]{6,64}")
 MIN_FREE_BYTES = 1 << 20
 
 
+def job_records(path: Path) -> list[Path]:
+    """The artifacts.json of a job dir, or of every job of a sweep dir (none: neither)."""
+    if (path / JOB_ARTIFACTS).is_file():
+        return [path / JOB_ARTIFACTS]
+    return sorted(path.glob(f"*/{JOB_ARTIFACTS}")) if path.is_dir() else []
+
+
 def is_artifact_id(ref: object) -> bool:
     return ref is not None and ID_PATTERN.fullmatch(str(ref)) is not None
 

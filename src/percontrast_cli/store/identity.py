@@ -51,6 +51,7 @@ NEVER_KEYS = frozenset(
         "reporting.heatmap",
         "runtime.progress",
         "method.training_progress",  # the training run's progress bar and lines
+        "method.curve",  # eval.at_steps: times the steps, publishes the points (each keyed by its step)
         "cli.tracking",
         "runtime.errors",
         "store.artifacts",
@@ -251,10 +252,14 @@ def checkpoint_identity(
     data_fp: str,
     tokenizer_fp: str,
     scores: tuple[str, str] | None = None,
+    schedule_steps: int | None = None,
 ) -> Identity:
     """A trained checkpoint. ``loss``: the loss as trained (plain CE for every CE-equivalent setting);
     ``source``: where its weights come from (see losses.weight_source); ``scores``: (kind, id) of the estimate
-    or reference artifact the weights read."""
+    or reference artifact the weights read. ``steps``: the optimiser steps it was trained for; a checkpoint
+    saved at step ``steps`` of a longer run (eval.at_steps) whose first steps differ from a ``steps``-step
+    run's (a learning-rate schedule shaped by the run's length) also keys that run's ``schedule_steps``;
+    otherwise it is the ``steps``-step run's checkpoint, and has its id."""
     config = {
         "train": train_settings(cfg),
         "steps": steps,
@@ -264,6 +269,8 @@ def checkpoint_identity(
         "prompt": prompt_settings(cfg),
         "precision": precision,
     }
+    if schedule_steps is not None:
+        config["schedule_steps"] = schedule_steps
     inputs = {"start": start, "data": data_fp, "tokenizer": tokenizer_fp}
     if scores is not None:
         inputs[scores[0]] = scores[1]
@@ -298,6 +305,7 @@ def eval_identity(cfg, *, precision: str, checkpoint: str, data_fp: str) -> Iden
     decoding = container(cfg.eval)
     if decoding.get("judge") in ("", "null", None):  # `eval.judge=` is no judge, the same eval as `none`
         decoding["judge"] = "none"
+    decoding.pop("at_steps", None)  # which checkpoints of a run are evaluated: each is its own input
     sampled = cfg.eval.temperature > 0
     decoding["temperature"] = float(cfg.eval.temperature)  # `eval.temperature=0` and `=0.0`: one setting
     if not sampled:

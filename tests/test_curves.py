@@ -1,0 +1,157 @@
+"""Learning curves (eval.at_steps): checkpoints saved along one training run and evaluated, ids shared with
+shorter runs only where the learning-rate schedule allows, and `report`'s step column and curve plots."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from percontrast_cli.method.schedule import why_not_prefix
+
+from .test_end_to_end import artifact_ids, cli
+
+MINIATURE = ("experiment=miniature", "loss=ce")
+
+
+def manifest(root, kind, artifact_id) -> dict:
+    return json.loads((root / "artifacts" / kind / artifact_id / "manifest.json").read_text())
+
+
+def weights(root, checkpoint_id) -> dict:
+    return load_file(str(root / "artifacts" / "checkpoint" / checkpoint_id / "model" / "model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "warmup", "step", "total", "shared"),
+    [
+        ("constant", 5, 2, 6, True),
+        ("constant_with_warmup", 1, 20, 60, True),  # the warm-up, 1 step, is under a tenth of either run
+        ("constant_with_warmup", 30, 20, 60, False),  # capped at 2 steps for 20, 6 for 60
+        ("cosine", 0, 2, 6, False),
+        ("linear", 0, 2, 6, False),
+        ("linear", 0, 6, 6, True),  # the end is the run itself
+    ],
+)
+def test_a_point_is_a_shorter_run_only_when_the_schedule_ignores_the_length(
+    scheduler, warmup, step, total, shared
+):
+    train = OmegaConf.create({"scheduler": scheduler, "lr_warmup_steps": warmup})
+    reason = why_not_prefix(train, step, total)
+    assert (reason is None) == shared, reason
+    if not shared:
+        assert "length" in reason  # one line saying why
+    assert why_not_prefix(OmegaConf.create({"scheduler": "constant"}), 2, 6, rounds=True) is not None
+
+
+@pytest.mark.slow
+def test_curve_points_are_trained_once_evaluated_and_reported_by_step(tmp_path):
+    root = tmp_path / "out"
+    sweep = tmp_path / "sweep"
+    acceptance = ("experiment=miniature", "train.steps=6", "loss=ce,perce", "seed=0,1", "eval.at_steps=[2,4]")
+    args = ("run", "-m", *acceptance, f"hydra.sweep.dir={sweep}")
+    out = cli(*args, root=root, cwd=tmp_path)
+    assert "the points are this 6-step run's" in out  # cosine: why a longer run cannot reuse them
+    jobs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/artifacts.json"))]
+    assert len(jobs) == 4
+    for job in jobs:
+        curve = {int(step): eval_id for step, eval_id in job["curve"].items()}
+        assert sorted(curve) == [2, 4, 6] and curve[6] == job["eval"]  # 3 points per job, the end is `eval`
+        assert len(set(curve.values())) == 3
+        progress = []
+        for step, eval_id in sorted(curve.items()):
+            checkpoint = manifest(root, "checkpoint", manifest(root, "eval", eval_id)["inputs"]["checkpoint"])
+            assert checkpoint["config"]["steps"] == step
+            assert checkpoint["progress"]["step"] == step
+            progress.append(checkpoint["progress"])
+        assert 0 < progress[0]["train_tokens"] < progress[1]["train_tokens"] < progress[2]["train_tokens"]
+        assert 0 < progress[0]["train_seconds"] < progress[1]["train_seconds"] < progress[2]["train_seconds"]
+        assert curve[6] == job["eval"] and job["checkpoint"] != job["start"]
+    # the points of one run are its own (cosine), the same step of the two losses' runs are different models
+    point_checkpoints = {manifest(root, "eval", j["curve"]["2"])["inputs"]["checkpoint"] for j in jobs}
+    assert len(point_checkpoints) == 4
+
+    rerun = cli(*args, root=root, cwd=tmp_path)
+    assert not re.search(r"\b(trained|saved|evaluated|built)\b", rerun), rerun[-2000:]
+
+    report_dir = tmp_path / "report"
+    cli("report", f"report.evals=[{sweep}]", f"report.out_dir={report_dir}", root=root, cwd=tmp_path)
+    with open(report_dir / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["loss"], int(r["step"])) for r in rows) == [
+        (loss, step) for loss in ("ce", "perce") for step in (2, 4, 6)
+    ]
+    assert all(r["seeds"] == "0,1" for r in rows)
+    assert all(float(r["train_tokens_mean"]) > 0 and float(r["train_seconds_mean"]) > 0 for r in rows)
+    for row in rows:  # each PerCE point is paired with CE at the same step
+        assert (row["persona_recall_delta"] != "") == (row["loss"] == "perce")
+    plots = sorted(p.name for p in report_dir.glob("learning_curves_vs_*.png"))
+    assert plots == [
+        "learning_curves_vs_seconds.png",
+        "learning_curves_vs_step.png",
+        "learning_curves_vs_tokens.png",
+    ]
+
+
+@pytest.mark.slow
+def test_step_zero_is_the_start_and_a_constant_schedule_shares_its_points(tmp_path):
+    root = tmp_path / "out"
+    constant = (*MINIATURE, "train.scheduler=constant")
+    out = cli("run", *constant, "train.steps=4", "eval.at_steps=[0,2]", root=root, cwd=tmp_path)
+    assert "the points are this" not in out  # nothing to explain: the points are shorter runs' checkpoints
+    job = json.loads(next((root / "hydra").glob("*/*/artifacts.json")).read_text())
+    curve = job["curve"]
+    assert sorted(map(int, curve)) == [0, 2, 4]
+    assert manifest(root, "eval", curve["0"])["inputs"]["checkpoint"] == job["start"]
+    point = manifest(root, "eval", curve["2"])["inputs"]["checkpoint"]
+
+    # a 2-step run with the same settings is that point: found, not trained
+    shorter = cli("train", *constant, "train.steps=2", root=root, cwd=tmp_path)
+    assert f"skip checkpoint {point} exists" in shorter and "trained" not in shorter
+    # and the id does not lie: trained on its own, in another store, the 2-step run has the same weights
+    other = tmp_path / "other"
+    cli("train", *constant, "train.steps=2", root=other, cwd=tmp_path)
+    assert point in artifact_ids(other, "checkpoint")
+    mine, theirs = weights(root, point), weights(other, point)
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+@pytest.mark.slow
+def test_points_added_later_train_again_only_up_to_the_last_one(tmp_path):
+    root = tmp_path / "out"
+    cli("run", *MINIATURE, "train.steps=6", root=root, cwd=tmp_path)
+    before = set(artifact_ids(root, "checkpoint"))
+    out = cli("run", *MINIATURE, "train.steps=6", "eval.at_steps=[3]", root=root, cwd=tmp_path)
+    assert "training again up to step 3" in out
+    assert "step 4/6" not in out  # stopped after the missing point
+    (new,) = set(artifact_ids(root, "checkpoint")) - before
+    assert manifest(root, "checkpoint", new)["progress"]["step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[7]", "step 7 is past the training's end (6"),
+        ("[-1]", "eval.at_steps[0]=-1"),
+        ("3", "must be a list"),
+    ],
+)
+def test_bad_at_steps_is_one_line(tmp_path, value, message):
+    command = ["run", *MINIATURE, "train.steps=6", f"eval.at_steps={value}"]
+    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "percontrast_cli.cli", *command],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
