@@ -11,7 +11,7 @@ from pathlib import Path
 
 from percontrast_cli.reporting.metric_table import arrow, family
 from percontrast_cli.reporting.plots import LEGEND, pyplot
-from percontrast_cli.reporting.stats import baseline_of, interval_level
+from percontrast_cli.reporting.stats import baseline_of, interval_description
 from percontrast_cli.store.artifacts import job_records
 
 STEP = "step"  # the option a curve's rows carry
@@ -136,7 +136,7 @@ def plot_axis(summary: list[dict], metrics: list[str], x_key: str, x_label: str,
     seeds = sorted({s for e in summary for s in e["seeds"]})
     fig.suptitle(
         f"learning curves: mean over seeds {','.join(map(str, seeds))}; band: CE + the 95% interval of "
-        f"method − CE (resampled: {interval_level(summary)})",
+        f"method − CE [{interval_description(summary)}]",
         fontsize=9,
     )
     fig.savefig(path, dpi=110)

@@ -12,19 +12,19 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from percontrast_cli.method.losses import CE, reads_artifact, weight_source
-from percontrast_cli.method.schedule import why_not_prefix
-from percontrast_cli.modeling.lora import save_snapshot, save_trained, wrap_lora
+from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.runtime.distributed import backend, is_main, rank_and_world
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.steps import costs
 from percontrast_cli.steps.context import Context
+from percontrast_cli.steps.curve_points import Points, point_identities, publisher
 from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
 from percontrast_cli.steps.scoring import estimate, reference_nll, round_estimate, score_table
 from percontrast_cli.steps.task_data import TaskData, encode_items
 from percontrast_cli.store.artifacts import Artifact
-from percontrast_cli.store.identity import Identity, checkpoint_identity
+from percontrast_cli.store.identity import checkpoint_identity
 
 
 def train_checkpoint(
@@ -46,7 +46,8 @@ def train_checkpoint(
     cfg = ctx.cfg
     source = weight_source(loss_cfg, cfg.estimator.refresh)
     identity = training_identity(ctx, start, data, loss_cfg, steps, scores)
-    points = point_identities(ctx, start, data, loss_cfg, steps, scores, at_steps)
+    identity_at = functools.partial(training_identity, ctx, start, data, loss_cfg, scores=scores)
+    points = point_identities(cfg.train, steps, at_steps, source == "rounds", identity_at)
     missing = {
         step: point for step, point in points.items() if ctx.store.find("checkpoint", point.id) is None
     }
@@ -96,34 +97,6 @@ def training_work(history: list[dict], steps: int, source: str | None) -> list[d
     return [costs.work_entry(f"train:{source or 'ce'}", steps, runtime)]
 
 
-@dataclasses.dataclass(frozen=True)
-class Points:
-    """The checkpoints to publish on the way: identities by step, their manifests' extra entries, and where
-    to stop (None: at the end)."""
-
-    identities: dict[int, Identity]
-    extra: dict
-    stop_after: int | None = None
-
-
-def point_identities(
-    ctx: Context, start, data, loss_cfg, steps: int, scores, at_steps
-) -> dict[int, Identity]:
-    """The checkpoint identity at each step of ``at_steps`` strictly inside the run. When the first s steps of
-    this run are exactly an s-step run (a schedule whose learning rate does not depend on the run's length,
-    e.g. constant), the point *is* that run's checkpoint and has its id, so runs of different lengths share
-    their early checkpoints; otherwise it keys this run's length too (said once, in one line)."""
-    rounds = weight_source(loss_cfg, ctx.cfg.estimator.refresh) == "rounds"
-    inside = sorted({step for step in at_steps if 0 < step < steps})
-    reasons = {step: why_not_prefix(ctx.cfg.train, step, steps, rounds) for step in inside}
-    if found := next((reason for reason in reasons.values() if reason is not None), None):
-        say(f"[dim]eval.at_steps: the points are this {steps}-step run's, not shorter runs' ({found})[/dim]")
-    return {
-        step: training_identity(ctx, start, data, loss_cfg, step, scores, None if reason is None else steps)
-        for step, reason in reasons.items()
-    }
-
-
 def training_identity(
     ctx: Context, start: Artifact, data: TaskData, loss_cfg, steps: int, scores=None, schedule_steps=None
 ):
@@ -171,16 +144,7 @@ def run_training(ctx: Context, run_id, start, data, loss_cfg, source, steps, tag
 
         callbacks = (RoundsRefresh(table, boundaries, rescore),)
 
-    def publish(progress, gather):
-        def build(tmp: Path, manifest: dict) -> str:
-            model = gather()  # every rank: a sharded model is gathered onto rank 0
-            if is_main():
-                save_snapshot(model, tokenizer, tmp)
-            return f" ({tag}, step {progress.step} of {steps})"
-
-        extra = {**points.extra, "progress": progress.record()}
-        produce(ctx, points.identities[progress.step], build, done="saved", extra=extra)
-
+    publish = publisher(ctx, points, tokenizer, f"{tag}, step {{}} of {steps}")
     curve = CurvePoints(points.identities, publish, points.stop_after)
     trained = fit(
         model,
