@@ -68,7 +68,7 @@ def work_entry(work: str, units: float, seconds: float, **extra) -> dict:
 
 def scoring_work(records, seconds: float, contrast: bool) -> dict:
     """A teacher-forced pass's time per scored target token (with or without the counterfactual pass)."""
-    tokens = sum(len(r.scores) for r in records)
+    tokens = sum(len(r.logp) for r in records)  # `scores` needs the counterfactual pass: a reference has none
     return work_entry(
         "score:contrast" if contrast else "score:factual",
         tokens,
