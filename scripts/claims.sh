@@ -2,6 +2,7 @@
 # The paper's three claims, tested on the persona task family (issue 9). One study per argument:
 #   bash scripts/claims.sh methods|lr|transfer|strength|headroom|all
 #   bash scripts/claims.sh pretrained     (issue 19; not part of `all`: SmolLM2 full fine-tuning, 88 min measured on 2 CPU cores)
+#   bash scripts/claims.sh curves [--gpu] [--dry]   (issue 30; not part of `all`: learning curves from the base)
 # CLAIMS_OVERRIDES (env) adds Hydra overrides to every job, e.g. smaller sizes for a smoke test.
 # Each study is a sweep of an `experiment=claims_*` preset into a fixed sweep dir and ends in a report under
 # $PERCONTRAST_OUTPUTS/reports/claims_<study>. Re-runnable: every finished job is skipped (its artifacts
@@ -89,5 +90,91 @@ if [[ $which == pretrained ]]; then
   plots=persona_recall,persona_leakage,reference_nll,nonpersonal_token_acc,rougeL
   report pretrained "$sweeps/ce" "$sweeps/methods" "$sweeps/perce_upweight"
   { echo; cat "$out/gate.md"; } >> "$out/report.md"
+fi
+if [[ $which == curves ]]; then
+  # Issue 30: learning curves of SmolLM2 from the base model (experiment=claims_curves), CE vs PerCE, evaluated
+  # along each run (eval.at_steps), full fine-tuning and a LoRA arm (lr 5e-4, as persona_real). One seed at a
+  # time, seed 0 first, the reports rewritten after each: a run cut off still answers with the seeds it has.
+  # Primary metric, declared before the run: persona_recall_slot (issue 29's slot-field recall: the town,
+  # brand, hobby and catchphrase the reference writes, written with the user's value); the rest secondary.
+  #
+  # CPU sizing (this project's 2-core Xeon with AMX-BF16, bf16 autocast, measured in earlier sessions under the
+  # CPU lock: a SmolLM2 full fine-tuning step at batch 8 takes 11 s, a LoRA step 7.5 s; online PerCE adds a
+  # no-grad counterfactual forward, about +40% a step; an eval of 60 targets, greedy, up to 224 new tokens,
+  # about 2.5 min without the judge):
+  #   full arm: 30 steps (3 epochs of 80 targets) x (11 s CE + ~15 s PerCE) x 3 seeds            ~ 39 min
+  #             evals: 4 points a job (1/3, 1, 2, 3 epochs) x 6 jobs + the shared base model: 25 x 2.5 ~ 63 min
+  #   LoRA arm: 30 steps x (7.5 + ~10.5 s) x 3 seeds ~ 27 min; evals at 1 and 3 epochs: 12 x 2.5  ~ 30 min
+  #   total ~ 2 h 40 min. CURVES_SEEDS / CURVES_LORA=0 trim it. Not yet run on this machine (issue 30).
+  # Interval widths: one seed of persona_real at 30 users gave persona recall Δ +0.368 [+0.283, +0.452]
+  # (±0.085); the crossed user x seed interval over 3 seeds is about as wide (users dominate), so effects of
+  # ~0.1 in recall are detectable, a 10% relative gain (~0.02-0.07) is not resolved at every point.
+  gpu=false
+  dry=false
+  for arg in "${@:2}"; do
+    case $arg in
+      --gpu) gpu=true ;;
+      --dry) dry=true ;;
+      *) echo "claims.sh curves: unknown option $arg (use --gpu, --dry)" >&2; exit 2 ;;
+    esac
+  done
+  seeds=${CURVES_SEEDS:-0 1 2}
+  lora=${CURVES_LORA:-1}
+  name=curves
+  sizes=()
+  lora_points='eval.at_steps=[0,10]'  # 1 epoch (the base model's eval is shared with the full arm)
+  if $gpu; then
+    # One H200 in under 10 minutes: 480 training targets (240 users x 2) and 120 held-out (60 users x 2), bf16,
+    # batch 16: 30 steps an epoch; points at 1/3 and 1 epoch, the end at 3 (90 steps). Estimated (never run:
+    # no GPU yet): a SmolLM2 step ~0.1 s (PerCE ~0.15 s), 90 steps ~15 s a job; an eval of 120 targets in one
+    # batch ~20-30 s; 2 arms x 2 losses x 3 seeds x 3 points ~ 36 evals ~ 6-8 min, plus loading.
+    name=curves_gpu
+    sizes=(device=cuda model.dtype=bfloat16 task.n_train_users=240 task.n_test_users=60 train.batch_size=16
+      train.steps=90 train.lr_warmup_steps=9 train.save_every=30 'eval.at_steps=[0,10,30]' eval.batch_size=120
+      estimator.batch_size=32)
+    lora_points='eval.at_steps=[0,30]'
+    if ! $dry; then
+      cd "$here/.."
+      PY=${PYTHON:-python3}
+      # shellcheck source=scripts/gpu_env.sh
+      . "$here/gpu_env.sh"
+      gpu_env_setup  # the wheels and SmolLM2 that `bash scripts/gpu_check.sh --stage` packed (docs/scaling.md)
+    fi
+  fi
+  if $dry; then  # the same script at miniature size (the suite runs it): the tiny model, a few steps, one seed
+    name=${name}_dry
+    sizes=(device=cpu model=tiny model.dtype=float32 task.n_train_users=4 task.n_test_users=2
+      task.examples_per_user=1 model.vocab_size=400 model.hidden_size=32 model.intermediate_size=64
+      model.num_heads=2 train.warmup_steps=2 train.batch_size=4 train.steps=4 train.lr_warmup_steps=1
+      train.log_every=2 train.save_every=2 'eval.at_steps=[0,2]' eval.max_new_tokens=8 eval.meteor=false
+      eval.batch_size=4)
+    lora_points='eval.at_steps=[0,2]'
+    seeds=${CURVES_SEEDS:-0}
+  fi
+  sweeps=$root/hydra/claims_$name
+  primary=persona_recall_slot
+  curves_report() {  # curves_report <name> <sweep dir>...
+    local out=$1 dirs
+    shift
+    dirs=$(printf '%s,' "$@")
+    pc report "report.evals=[${dirs%,}]" "report.out_dir=$root/reports/claims_$out" "report.primary=$primary" \
+      "report.plot_metrics=[$primary,persona_recall,persona_over_insertion,reference_nll,rougeL]" \
+      "report.title='Learning curves: $out'"
+  }
+  done_seeds=()
+  for seed in $seeds; do
+    done_seeds+=("$seed")
+    stamp "$name: full fine-tuning from the base, CE and PerCE, seed $seed"
+    time pc run -m experiment=claims_curves "seed=$seed" "${sizes[@]}" "hydra.sweep.dir=$sweeps/full/seed$seed"
+    if [[ $lora != 0 ]]; then
+      stamp "$name: LoRA (lr 5e-4, as persona_real), CE and PerCE, seed $seed"
+      time pc run -m experiment=claims_curves "seed=$seed" "${sizes[@]}" train.peft=lora train.lr=5e-4 \
+        "$lora_points" "hydra.sweep.dir=$sweeps/lora/seed$seed"
+    fi
+    curves_report "$name" "${done_seeds[@]/#/$sweeps/full/seed}"
+    if [[ $lora != 0 ]]; then
+      curves_report "${name}_lora" "${done_seeds[@]/#/$sweeps/lora/seed}"
+    fi
+  done
 fi
 stamp done

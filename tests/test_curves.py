@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,3 +156,53 @@ def test_bad_at_steps_is_one_line(tmp_path, value, message):
     )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_curves_preset_is_smollm2_from_the_base_with_three_seeds_and_30_test_users():
+    from hydra import compose, initialize_config_module
+
+    from percontrast_cli.cli.validation import validate_config
+
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=claims_curves"], return_hydra_config=True)
+    validate_config(cfg)
+    assert cfg.model.name == "smollm2" and cfg.train.peft == "none" and cfg.checkpoint is None
+    assert cfg.task.n_test_users >= 30
+    assert len(cfg.hydra.sweeper.params.seed.split(",")) >= 3 and cfg.hydra.sweeper.params.loss == "ce,perce"
+    targets = cfg.task.n_train_users * cfg.task.examples_per_user
+    epoch = -(-targets // cfg.train.batch_size)
+    assert cfg.train.steps == 3 * epoch  # the paper's 3 epochs
+    assert 0 in cfg.eval.at_steps and epoch in cfg.eval.at_steps
+
+
+@pytest.mark.slow
+def test_claims_curves_gpu_dry_runs_both_arms_and_reports_curves(tmp_path):
+    root = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PERCONTRAST_OUTPUTS": str(root),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    script = Path(__file__).parents[1] / "scripts" / "claims.sh"
+    result = subprocess.run(
+        ["bash", str(script), "curves", "--gpu", "--dry"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for arm, points in (("claims_curves_gpu_dry", [0, 2, 4]), ("claims_curves_gpu_dry_lora", [0, 2, 4])):
+        report = root / "reports" / arm
+        with open(report / "report.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert sorted({int(r["step"]) for r in rows}) == points, arm
+        assert {r["loss"] for r in rows} == {"ce", "perce"}
+        assert (report / "learning_curves_vs_step.png").is_file()
+        assert "Primary metric: persona_recall_slot" in (report / "report.md").read_text()
+    job = json.loads(
+        next((root / "hydra" / "claims_curves_gpu_dry" / "lora").glob("*/*/artifacts.json")).read_text()
+    )
+    assert (
+        root / "artifacts" / "checkpoint" / job["checkpoint"] / "adapter"
+    ).is_dir()  # the LoRA arm is LoRA
