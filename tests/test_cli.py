@@ -41,7 +41,16 @@ def cli(*args, cwd=None, env=None):
         (["run", "data.test_fraction=1.5"], "data.test_fraction=1.5 must be a number in (0, 1)"),
         (["run", "data.test_fraction=0"], "data.test_fraction=0 must be a number in (0, 1)"),
         (["run", "data.path=data.csv"], "data.path='data.csv': unsupported file type '.csv'"),
-        (["run", "loss.normalize=mean"], "loss.normalize='mean' is not one of: tokens, weights"),
+        (["run", "loss.normalize=mean"], "loss.normalize='mean' is not one of: tokens, weights, abs_weights"),
+        (
+            ["run", "loss.causal_alpha=0.1"],
+            "loss.causal_alpha=0.1 needs NextQuill's weighting (loss.weighting=js",
+        ),
+        (["run", "loss=nextquill", "loss.causal_alpha=-1"], "loss.causal_alpha=-1 must be a number >= 0"),
+        (
+            ["run", "loss=nextquill", "estimator.refresh=rounds"],
+            "loss.weighting=target re-estimates inside every step: estimator.refresh=rounds is not supported",
+        ),
         # every float option: finite and in range, named by its key
         (["run", "train.lr=nan"], "train.lr=nan must be a number > 0 (not NaN or infinite)"),
         (["run", "train.lr=inf"], "train.lr=inf must be a number > 0 (not NaN or infinite)"),
@@ -75,7 +84,7 @@ def cli(*args, cwd=None, env=None):
         (
             ["run", "loss=percee"],
             "Could not find 'loss/percee' (did you mean loss=perce?); available options in 'loss': ce, dft, "
-            "entce, lossce, perce",
+            "entce, lossce, nextquill, perce",
         ),
         (["run", "-m", "experiment=minature"], "(did you mean experiment=miniature?); available options in"),
         (

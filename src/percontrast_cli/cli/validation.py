@@ -60,6 +60,26 @@ def _number(value, name: str, low=None, high=None, low_open=False, high_open=Fal
     raise PercontrastError(f"{name}={value!r} must be a number{bounds}{why}")
 
 
+def _check_nextquill(cfg) -> None:
+    """NextQuill's weightings read both passes' whole distributions inside the step (no estimate artifact
+    stores them), and its causal term trains through the counterfactual pass those weightings run."""
+    _number(cfg.loss.threshold, "loss.threshold")
+    _at_least(cfg.loss.causal_alpha, "loss.causal_alpha", 0)
+    contrast = WEIGHTINGS[cfg.loss.weighting] == "contrast"
+    if cfg.loss.causal_alpha != 0 and not contrast:
+        raise PercontrastError(
+            f"loss.causal_alpha={cfg.loss.causal_alpha} needs NextQuill's weighting (loss.weighting=js or "
+            f"target, e.g. loss=nextquill), not loss.weighting={cfg.loss.weighting}; "
+            "or set loss.causal_alpha=0"
+        )
+    if contrast and cfg.estimator.refresh != "online":
+        raise PercontrastError(
+            f"loss.weighting={cfg.loss.weighting} re-estimates inside every step: estimator.refresh="
+            f"{cfg.estimator.refresh} is not supported (no estimate artifact holds whole distributions); "
+            "use estimator.refresh=online"
+        )
+
+
 def _finite_everywhere(cfg) -> None:
     """No option anywhere holds NaN or an infinity (literal values; interpolations point at checked ones)."""
 
@@ -248,6 +268,7 @@ def validate_config(cfg) -> None:
     if cfg.loss.weighting in ("exp_pir", "linear_pir"):
         _at_least(cfg.loss.clip_max, "loss.clip_max", 1)
     _number(cfg.loss.keep_ratio, "loss.keep_ratio", 0, 1, low_open=True)
+    _check_nextquill(cfg)
     for key in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
         _integer(cfg.train[key], f"train.{key}", 1)
     _integer(cfg.train.lr_warmup_steps, "train.lr_warmup_steps", 0)

@@ -48,3 +48,23 @@ def contrast_scores(model, batch: dict, factual_nll: torch.Tensor | None = None)
     finally:
         model.train(was_training)
     return counterfactual - factual
+
+
+def contrast_logits(model, batch: dict, factual_logits: torch.Tensor, cf_logits: torch.Tensor | None = None):
+    """Detached factual and counterfactual logits on the batch's tail, for weights that read both passes'
+    whole next-token distributions (NextQuill's). As in contrast_scores, both come from a deterministic
+    network: the loss's own passes (``factual_logits``, and ``cf_logits`` when the causal term already ran the
+    counterfactual pass with gradient) are reused when no dropout was active in them; otherwise the passes
+    that are needed are run again in eval mode, without gradient."""
+    stochastic = has_active_dropout(model)
+    if cf_logits is not None and not stochastic:
+        return factual_logits.detach(), cf_logits.detach()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            factual = target_logits(model, batch) if stochastic else factual_logits.detach()
+            counterfactual = target_logits(model, batch, "cf_")
+    finally:
+        model.train(was_training)
+    return factual, counterfactual

@@ -7,7 +7,10 @@ in the whole optimisation step (all gradient-accumulation micro-batches, all ran
 - PerCE (arXiv 2603.06595) reads the PerContrast score ``s_t = log p(y_t | x, P, y_<t) - log p(y_t | x, P',
   y_<t)``, which is already the log of the paper's Personal Influence Ratio (PIR);
 - LossCE (Rho-1 style) reads the excess loss of the current model over a reference model;
-- EntCE reads the model's predictive entropy; DFT reads the model's probability of the target token.
+- EntCE reads the model's predictive entropy; DFT reads the model's probability of the target token;
+- NextQuill (juntaoyou/NextQuill, train.py) reads both passes' next-token distributions (``js``: their
+  Jensen-Shannon divergence; ``target``: a threshold on p_with(y_t) - p_without(y_t)) and adds a causal term
+  ``causal_alpha * CE(logits_with - logits_without, y)`` whose gradient flows through both passes.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from percontrast_cli.runtime.errors import PercontrastError
 # data.encode masks prompts with (tests/test_layers.py checks they agree).
 
 # weighting -> the signal it needs: "pir" (PerContrast scores), "reference" (a reference model's NLL),
-# "logits" (the training forward pass itself), or None (plain CE).
+# "logits" (the training forward pass itself), "contrast" (both passes' full distributions, online only), or
+# None (plain CE).
 WEIGHTINGS = {
     "none": None,
     "clip_pir": "pir",
@@ -35,8 +39,12 @@ WEIGHTINGS = {
     "excess_loss": "reference",
     "entropy": "logits",
     "target_prob": "logits",
+    "js": "contrast",
+    "target": "contrast",
 }
-NORMALIZATIONS = ("tokens", "weights")
+# tokens: divide by the step's target-token count (PerCE, MIRROR) | weights: by the sum of weights (NextQuill,
+# LLaMA-Factory's loss_weight) | abs_weights: by the sum of absolute weights (signed weights, a TRL proposal)
+NORMALIZATIONS = ("tokens", "weights", "abs_weights")
 
 # Plain CE in the uniform loss schema: what every CE-equivalent setting trains.
 CE = OmegaConf.create(
@@ -47,14 +55,22 @@ CE = OmegaConf.create(
         "clip_min": 1.0,
         "clip_max": 1.0,
         "keep_ratio": 1.0,
+        "threshold": 0.0,
+        "causal_alpha": 0.0,
         "normalize": "tokens",
     }
 )
 
 
+def causal_alpha(loss_cfg) -> float:
+    """The weight of NextQuill's causal term (0: none)."""
+    return float(loss_cfg.causal_alpha)
+
+
 def is_weighted(loss_cfg) -> bool:
-    """Whether a loss config differs from plain CE (weighting none, or alpha 0, is exactly CE)."""
-    return loss_cfg.weighting != "none" and loss_cfg.alpha != 0
+    """Whether a loss config differs from plain CE (weighting none, or alpha 0, is exactly CE, unless a causal
+    term is added)."""
+    return (loss_cfg.weighting != "none" and loss_cfg.alpha != 0) or causal_alpha(loss_cfg) != 0
 
 
 def weight_signal(loss_cfg) -> str | None:
@@ -64,10 +80,12 @@ def weight_signal(loss_cfg) -> str | None:
 
 def weight_source(loss_cfg, refresh: str) -> str | None:
     """Where a training run's token weights come from, decided here once for every stage: None (plain CE),
-    "online" (PerContrast re-estimated inside every step), "rounds" (PerContrast `estimate` artifacts,
-    re-estimated every steps/rounds steps), "reference" (a `reference` artifact's NLL, LossCE) or "logits"
-    (the training forward pass itself)."""
+    "online" (PerContrast re-estimated inside every step; NextQuill's weightings always), "rounds"
+    (PerContrast `estimate` artifacts, re-estimated every steps/rounds steps), "reference" (a `reference`
+    artifact's NLL, LossCE) or "logits" (the training forward pass itself)."""
     signal = weight_signal(loss_cfg)
+    if signal == "contrast":
+        return "online"  # full distributions of both passes: nothing an estimate artifact stores
     return refresh if signal == "pir" else signal
 
 
@@ -106,6 +124,25 @@ def keep_top_excess(excess: torch.Tensor, mask: torch.Tensor, keep_ratio: float)
     return selected
 
 
+def js_weight(logits: torch.Tensor, cf_logits: torch.Tensor) -> torch.Tensor:
+    """NextQuill's ``JS`` weight at every position, aligned with the labels like token_nll, detached:
+    ``sum_v p log(p/m) + q log(q/m)`` with ``m = (p + q) / 2``, ``p`` / ``q`` the next-token distributions
+    with / without the profile. That is twice the Jensen-Shannon divergence, as NextQuill's train.py computes
+    it (lines 112-119: KLDivLoss(log m, p) + KLDivLoss(log m, q) summed over the vocabulary)."""
+    logp = F.log_softmax(logits.detach()[:, :-1].float(), dim=-1)
+    logq = F.log_softmax(cf_logits.detach()[:, :-1].float(), dim=-1)
+    logm = torch.logaddexp(logp, logq) - math.log(2.0)
+    divergence = (logp.exp() * (logp - logm) + logq.exp() * (logq - logm)).sum(-1)
+    return F.pad(divergence, (1, 0))
+
+
+def causal_nll(logits: torch.Tensor, cf_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """NextQuill's causal term per position: the NLL of the target under ``softmax(logits_with -
+    logits_without)`` (train.py line 234: CrossEntropyLoss on shift_logits - shift_logits1), in fp32, with the
+    gradient flowing through both passes."""
+    return token_nll(logits.float() - cf_logits.float(), labels)
+
+
 def token_weights(
     loss_cfg,
     mask: torch.Tensor,
@@ -114,6 +151,8 @@ def token_weights(
     nll: torch.Tensor | None = None,
     ref_nll: torch.Tensor | None = None,
     logits: torch.Tensor | None = None,
+    cf_logits: torch.Tensor | None = None,
+    cf_nll: torch.Tensor | None = None,
 ) -> TokenWeights:
     """Detached loss weights for the target positions ``mask`` (all tensors aligned with the labels).
 
@@ -126,6 +165,11 @@ def token_weights(
     - ``entropy`` (EntCE): ``1 + alpha * (clip(H_t / mean(H), clip_min, clip_max) - 1)``, ``H_t`` the
       predictive entropy at the position, relative to its mean over the micro-batch's target tokens.
     - ``target_prob`` (DFT, TRL's ``dft`` loss): ``1 + alpha * (p(y_t) - 1)``.
+    - ``js`` (NextQuill): ``1 + alpha * (JS_t - 1)``, ``JS_t`` from js_weight (factual ``logits`` and
+      counterfactual ``cf_logits``).
+    - ``target`` (NextQuill): ``1 + alpha * (v_t - 1)`` with ``v_t = clip_max`` where ``p(y_t | x, P) -
+      p(y_t | x, P') > threshold`` and ``clip_min`` elsewhere (NextQuill: 0.9, 0.1, threshold 0.05), from the
+      factual ``nll`` and the counterfactual ``cf_nll``.
     """
     weighting, alpha = loss_cfg.weighting, float(loss_cfg.alpha)
     if not is_weighted(loss_cfg):
@@ -150,6 +194,13 @@ def token_weights(
         return _clipped(entropy / mean, loss_cfg)
     if weighting == "target_prob":
         return TokenWeights(_interpolate((-nll.detach().float()).exp(), alpha))
+    if weighting == "js":
+        return TokenWeights(_interpolate(js_weight(logits, cf_logits), alpha))
+    if weighting == "target":
+        gain = (-nll.detach().float()).exp() - (-cf_nll.detach().float()).exp()
+        chosen = gain > float(loss_cfg.threshold)
+        levels = torch.where(chosen, float(loss_cfg.clip_max), float(loss_cfg.clip_min))
+        return TokenWeights(_interpolate(levels, alpha), ~chosen, chosen)
     raise PercontrastError(f"loss.weighting={weighting!r} is not one of {', '.join(WEIGHTINGS)}")
 
 
@@ -158,10 +209,12 @@ def normalized(weights: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Ten
     ``weights``: rescaled so they average 1 over the micro-batch's target tokens, i.e. divided by the sum of
     weights instead of the token count, which keeps CE's step size. Exactly ``sum w*nll / sum w`` when an
     optimisation step is one micro-batch; under accumulation each micro-batch is rescaled on its own (the
-    sum over the whole window is not known until its last micro-batch has run)."""
+    sum over the whole window is not known until its last micro-batch has run).
+    ``abs_weights``: the same with the sum of absolute weights (equal to ``weights`` for weights >= 0, which
+    every weighting here gives; defined for signed weights, where a sum of weights can cancel to ~0)."""
     if how == "tokens":
         return weights
-    total = (weights * mask).sum().clamp_min(1e-12)
+    total = ((weights.abs() if how == "abs_weights" else weights) * mask).sum().clamp_min(1e-12)
     return weights * (mask.sum() / total)
 
 

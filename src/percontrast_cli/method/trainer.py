@@ -17,9 +17,18 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from percontrast_cli.data.encode import IGNORE, Collator, at_targets
-from percontrast_cli.method.contrast import contrast_scores
+from percontrast_cli.method.contrast import contrast_logits, contrast_scores
 from percontrast_cli.method.curve import CurvePoints, Progress
-from percontrast_cli.method.losses import normalized, token_nll, token_weights, weight_signal, weighted_nll
+from percontrast_cli.method.gathered import trained_model
+from percontrast_cli.method.losses import (
+    causal_alpha,
+    causal_nll,
+    normalized,
+    token_nll,
+    token_weights,
+    weight_signal,
+    weighted_nll,
+)
 from percontrast_cli.method.schedule import lr_warmup
 from percontrast_cli.method.training_progress import RichProgressCallback
 from percontrast_cli.modeling.forward import tail, target_logits
@@ -152,11 +161,16 @@ class PerCETrainer(Trainer):
             wrapper.num_processes, wrapper.process_index = 1, 0
         return loader
 
-    def token_weights(self, model, inputs, labels, logits, nll):
+    def token_weights(self, model, inputs, labels, logits, nll, cf_logits=None):
         signal = weight_signal(self.loss_cfg)
         if signal is None:
             return None
         mask = labels != IGNORE
+        if signal == "contrast":  # NextQuill: both passes' distributions, from the same two forward passes
+            factual, counterfactual = contrast_logits(model, inputs, logits, cf_logits)
+            with torch.no_grad():
+                nlls = {"nll": token_nll(factual, labels), "cf_nll": token_nll(counterfactual, labels)}
+            return token_weights(self.loss_cfg, mask, logits=factual, cf_logits=counterfactual, **nlls)
         if signal == "pir" and self.online_refresh:
             pir = contrast_scores(model, inputs, factual_nll=nll)
             return token_weights(self.loss_cfg, mask, pir=pir)
@@ -171,12 +185,18 @@ class PerCETrainer(Trainer):
         logits = target_logits(model, inputs)
         labels = tail(inputs["labels"], inputs["keep"])
         nll = token_nll(logits, labels)
-        weights = self.token_weights(model, inputs, labels, logits, nll)
+        # NextQuill's causal term needs the counterfactual pass with gradient (it trains through both passes)
+        causal = causal_alpha(self.loss_cfg)
+        cf_logits = target_logits(model, inputs, "cf_") if causal else None
+        weights = self.token_weights(model, inputs, labels, logits, nll, cf_logits)
         self.track_token_stats(nll.detach(), labels, inputs["personal"], weights, example_count(inputs))
         values = None
         if weights is not None:
             values = normalized(weights.values, labels != IGNORE, self.loss_cfg.normalize)
         loss = weighted_nll(nll, labels, values, num_items_in_batch)
+        if cf_logits is not None:  # unweighted, over the step's target tokens (NextQuill's mean)
+            term = causal_nll(logits, cf_logits, labels)
+            loss = loss + causal * weighted_nll(term, labels, None, num_items_in_batch)
         if not torch.isfinite(loss.detach()):  # one host sync a micro-batch, as the Trainer's own NaN filter
             self.report_non_finite(nll, values, labels, inputs)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -348,57 +368,6 @@ class Trained:
     history: list[dict]  # the Trainer's log history
     model: object | None  # the trained model, complete and unsharded, on rank 0 (None on the other ranks)
     progress: Progress  # steps, tokens and measured seconds at the end
-
-
-def is_sharded(trainer: Trainer) -> bool:
-    """Whether the weights are split over the ranks (FSDP, DeepSpeed ZeRO-3): no rank holds the model."""
-    if trainer.is_fsdp_enabled:
-        return True
-    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-    return plugin is not None and plugin.zero_stage == 3
-
-
-def trained_model(trainer: Trainer):
-    """The trained model as one plain module on rank 0 (None elsewhere); every rank must call this.
-
-    Unsharded (one process, DDP, ZeRO-2) it is the model itself. Sharded, every rank takes part in
-    accelerate's gathering of the full state dict (FSDP's full state dict, ZeRO-3's 16-bit consolidation),
-    and rank 0 loads it into a fresh copy of the architecture, so the saved checkpoint is complete and loads
-    with plain ``AutoModelForCausalLM`` (saving rank 0's own module would write its shards only)."""
-    accelerator = trainer.accelerator
-    if not is_sharded(trainer):
-        return accelerator.unwrap_model(trainer.model) if accelerator.is_main_process else None
-    state = accelerator.get_state_dict(trainer.model_wrapped)  # a collective: every rank
-    if not accelerator.is_main_process:
-        return None
-    return rebuilt(accelerator.unwrap_model(trainer.model), state)
-
-
-def rebuilt(sharded, state: dict):
-    """A plain CPU module of ``sharded``'s architecture (and LoRA adapters) holding the full ``state``."""
-    from peft import PeftModel, get_peft_model
-
-    peft_config = sharded.peft_config["default"] if isinstance(sharded, PeftModel) else None
-    base = sharded.get_base_model() if peft_config is not None else sharded
-    with torch.device("meta"):  # no second random initialisation: the weights come from `state`
-        model = type(base)(base.config)
-        if peft_config is not None:
-            model = get_peft_model(model, peft_config)
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    tied = set(getattr(base, "_tied_weights_keys", None) or {})
-    missing = [k for k in missing if not any(k.endswith(t) for t in tied)]
-    if missing or unexpected:
-        raise PercontrastError(
-            f"gathered state dict does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    (model.get_base_model() if peft_config is not None else model).tie_weights()
-    # Buffers that are not saved (rotary frequencies) are not sharded either: every rank has them.
-    buffers = dict(sharded.named_buffers())
-    for name, buffer in model.named_buffers():
-        if buffer.is_meta and name in buffers:
-            owner, _, leaf = name.rpartition(".")
-            model.get_submodule(owner)._buffers[leaf] = buffers[name].detach().to("cpu", copy=True)
-    return model
 
 
 def fit(
