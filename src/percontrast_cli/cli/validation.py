@@ -248,6 +248,8 @@ def validate_config(cfg) -> None:
     _choice(cfg.retrieval.method, "retrieval.method", METHODS)
     _choice(cfg.retrieval.bm25_tokens, "retrieval.bm25_tokens", BM25_TOKENS)
     _choice(cfg.eval.split, "eval.split", ("test", "val"))
+    _choice(cfg.eval.decoding, "eval.decoding", ("plain", "cad"))
+    _at_least(cfg.eval.cad_alpha, "eval.cad_alpha", 0)
     _integer(cfg.retrieval.k, "retrieval.k", 0)
     if cfg.data.limit is not None:
         _integer(cfg.data.limit, "data.limit", 1)

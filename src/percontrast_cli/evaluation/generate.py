@@ -93,11 +93,26 @@ def score_outputs(
     return rows, metrics
 
 
-def prompt_ids(item: dict) -> list[int]:
+def prompt_ids(item: dict, prefix: str = "") -> list[int]:
     """The prompt part of an encoded item (everything before its first label): the exact, already
-    truncated ids that training and scoring condition on, so generation sees the same prompt."""
-    n_prompt = next(i for i, label in enumerate(item["labels"]) if label != IGNORE)
-    return item["input_ids"][:n_prompt]
+    truncated ids that training and scoring condition on, so generation sees the same prompt
+    (``prefix="cf_"``: the counterfactual prompt)."""
+    n_prompt = next(i for i, label in enumerate(item[f"{prefix}labels"]) if label != IGNORE)
+    return item[f"{prefix}input_ids"][:n_prompt]
+
+
+def with_cad(processors, model, items: list[dict], eval_cfg, pad_id: int, device):
+    """``eval.decoding=cad``: context-aware decoding against the items' counterfactual prompts, before the
+    other processors (sampling's warpers then act on CAD's scores); else ``processors`` as they are."""
+    if eval_cfg.decoding != "cad":
+        return processors
+    from transformers import LogitsProcessorList
+
+    from percontrast_cli.evaluation.cad import ContextAwareDecoding  # transformers.generation: seconds
+
+    prompts = [prompt_ids(item, "cf_") for item in items]
+    cad = ContextAwareDecoding(model, prompts, pad_id, eval_cfg.cad_alpha, device)
+    return LogitsProcessorList([cad, *(processors or [])])
 
 
 def decoding_config(
@@ -148,12 +163,16 @@ def generate(
             prompts = [prompts_all[i] for i in positions]
             input_ids = pad_left(prompts, tokenizer.pad_token_id)
             attention_mask = pad_left([[1] * len(p) for p in prompts], 0)
-            seeded = {"logits_processor": sampling.processors(positions)} if sampling else {}
+            steps = sampling.processors(positions) if sampling else None
+            steps = with_cad(
+                steps, model, [items[i] for i in positions], eval_cfg, tokenizer.pad_token_id, device
+            )
+            processors = {"logits_processor": steps} if steps is not None else {}
             generated = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
                 generation_config=config,
-                **seeded,
+                **processors,
             )
             new_tokens = generated[:, input_ids.shape[1] :]
             counts = count_generated(new_tokens, stop_ids).tolist()

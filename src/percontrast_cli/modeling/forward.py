@@ -31,6 +31,11 @@ def _accepts_logits_to_keep(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the model can apply its LM head to the last positions only."""
+    return _accepts_logits_to_keep(type(unwrapped(model)))
+
+
 def target_logits(model, batch: dict, prefix: str = "") -> torch.Tensor:
     """Logits at the last ``batch["keep"]`` positions of the (``prefix``: counterfactual) sequences."""
     keep = batch["keep"]

@@ -88,6 +88,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData, role: str | Non
     # A checkpoint trained on one task can be evaluated on another (cross-task transfer): both are recorded.
     extra = {
         "tasks": {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name},
+        "decoding": decoding_record(cfg),
     }
     result = produce(ctx, identity, build, role=role, done="evaluated", extra=extra)
     metrics = result.manifest["metrics"]
@@ -99,6 +100,14 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData, role: str | Non
 def eval_examples(cfg, data: TaskData) -> list:
     """The test examples an eval scores and generates for (`eval.limit` of them)."""
     return data.test if cfg.eval.limit is None else data.test[: cfg.eval.limit]
+
+
+def decoding_record(cfg) -> dict:
+    """How the generations were decoded, recorded in the eval's manifest."""
+    record = {"decoding": cfg.eval.decoding, "temperature": cfg.eval.temperature}
+    if cfg.eval.decoding == "cad":
+        record.update(cad_alpha=cfg.eval.cad_alpha, counterfactual=cfg.estimator.counterfactual)
+    return record
 
 
 def evaluation_identity(ctx: Context, checkpoint: Artifact, test: list):

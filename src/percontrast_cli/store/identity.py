@@ -300,7 +300,8 @@ def scores_identity(
 
 
 def eval_identity(cfg, *, precision: str, checkpoint: str, data_fp: str) -> Identity:
-    """An evaluation: decoding settings as used (greedy decoding, temperature 0, ignores the seed and top_p),
+    """An evaluation: decoding settings as used (greedy decoding, temperature 0, ignores the seed and top_p;
+    plain decoding ignores ``cad_alpha``; CAD's counterfactual is the estimator's, keyed below),
     the threshold of its precision/recall/F1, the prompt settings and the precision it ran at."""
     decoding = container(cfg.eval)
     if decoding.get("judge") in ("", "null", None):  # `eval.judge=` is no judge, the same eval as `none`
@@ -310,6 +311,8 @@ def eval_identity(cfg, *, precision: str, checkpoint: str, data_fp: str) -> Iden
     decoding["temperature"] = float(cfg.eval.temperature)  # `eval.temperature=0` and `=0.0`: one setting
     if not sampled:
         decoding.pop("top_p", None)
+    if decoding.get("decoding", "plain") != "cad":  # CAD's strength: only with CAD
+        decoding.pop("cad_alpha", None)
     config = {
         "eval": decoding,
         "counterfactual": cfg.estimator.counterfactual,
