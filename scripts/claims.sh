@@ -24,9 +24,11 @@ report() {  # report <study> <sweep dir>...
 }
 
 if [[ $which == methods || $which == all ]]; then
-  stamp "claim 1: CE vs PerCE vs LossCE / EntCE / DFT, 3 seeds, 150 and 450 steps"
+  stamp "claim 1: CE vs PerCE vs LossCE / EntCE / DFT / NextQuill, 3 seeds, 150 and 450 steps; CAD on CE"
   time pc run -m experiment=claims_methods
-  report methods "$root/hydra/claims_methods"
+  # context-aware decoding on the CE checkpoints above (found, not retrained): only their evals are new
+  time pc run -m experiment=claims_methods loss=ce eval.decoding=cad "hydra.sweep.dir=$root/hydra/claims_methods_cad"
+  report methods "$root/hydra/claims_methods" "$root/hydra/claims_methods_cad"
 fi
 
 if [[ $which == lr || $which == all ]]; then

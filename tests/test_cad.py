@@ -53,3 +53,20 @@ def test_cad_changes_greedy_generation_and_alpha_zero_does_not(model, tokenizer,
     plain = run()
     assert run(decoding="cad", cad_alpha=0.0) == plain
     assert run(decoding="cad", cad_alpha=5.0) != plain
+
+
+def test_report_compares_cad_on_ce_with_the_same_ce_models_decoded_plainly():
+    from percontrast_cli.reporting.stats import baseline_of
+
+    def group(loss, decoding, alpha=1.0):
+        return {"options": {"loss": loss, "eval.decoding": decoding, "eval.cad_alpha": alpha, "seed": 0}}
+
+    plain, cad, cad_2, perce = (
+        group("ce", "plain"),
+        group("ce", "cad"),
+        group("ce", "cad", 2.0),
+        group("perce", "plain"),
+    )
+    summary = [cad_2, cad, plain, perce]
+    assert baseline_of(cad, summary) is plain and baseline_of(cad_2, summary) is plain
+    assert baseline_of(plain, summary) is None and baseline_of(perce, summary) is plain

@@ -19,7 +19,11 @@ from percontrast_cli.reporting import stats
 from .test_end_to_end import artifact_ids
 
 STUDIES = {
-    "claims_methods": {"loss": "ce,perce,lossce,entce,dft", "seed": "0,1,2", "train.steps": "150,450"},
+    "claims_methods": {
+        "loss": "ce,perce,lossce,entce,dft,nextquill",
+        "seed": "0,1,2",
+        "train.steps": "150,450",
+    },
     "claims_lr": {"loss": "ce,perce", "seed": "0,1"},
     "claims_transfer": {"task": "persona_email,persona_review,persona_topic", "loss": "ce,perce"},
     "claims_strength": {"loss.alpha": "0.5,1,2", "loss.clip_max": "2,5,10"},

@@ -201,16 +201,34 @@ def non_loss_options(options: dict) -> dict:
     return {k: v for k, v in options.items() if k != "loss" and not k.startswith("loss.")}
 
 
+def plain_decoding(options: dict) -> dict:
+    """The options with context-aware decoding taken away (the same checkpoint, decoded plainly)."""
+    plain = {k: v for k, v in options.items() if k != "eval.cad_alpha"}
+    if "eval.decoding" in plain:
+        plain["eval.decoding"] = "plain"
+    return plain
+
+
 def baseline_of(entry: dict, summary: list[dict]) -> dict | None:
-    """The CE group equal to `entry` in every non-loss setting."""
-    if entry["options"].get("loss") == "ce":
-        return None
+    """The CE group equal to `entry` in every non-loss setting; for CE decoded with context-aware decoding
+    (eval.decoding=cad, the training-free contrast), the same CE models decoded plainly."""
+    options = entry["options"]
+    if options.get("loss") == "ce":
+        if options.get("eval.decoding") != "cad":
+            return None
+        wanted = plain_decoding(non_loss_options(options))
+        matches = (
+            b
+            for b in summary
+            if b["options"].get("loss") == "ce" and b["options"].get("eval.decoding") != "cad"
+        )
+        return next((b for b in matches if plain_decoding(non_loss_options(b["options"])) == wanted), None)
     return next(
         (
             b
             for b in summary
             if b["options"].get("loss") == "ce"
-            and non_loss_options(b["options"]) == non_loss_options(entry["options"])
+            and non_loss_options(b["options"]) == non_loss_options(options)
         ),
         None,
     )
