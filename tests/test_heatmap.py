@@ -187,6 +187,13 @@ def test_inspect_page_of_a_real_estimate_renders_its_prompt(tmp_path):
     page = tmp_path / "heat.html"
     shown = cli("inspect", "experiment=miniature", "estimate=latest", "example=1", f"inspect.out={page}")
     assert f"HTML heatmap: {page}" in shown.stdout
+    # the example's loss under each normaliser (PerCE's weights are >= 0: weights and abs_weights agree)
+    rows = {
+        line.split()[1]: float(line.split()[3])
+        for line in shown.stdout.splitlines()
+        if line.startswith("│") and line.split()[1] in ("tokens", "weights", "abs_weights")
+    }
+    assert set(rows) == {"tokens", "weights", "abs_weights"} and rows["weights"] == rows["abs_weights"]
     dom = Dom(browse(tmp_path, page.read_text()))
     request = dom.first("pre", **{"class": "request"})[2]
     assert request.strip() and dom.first("section", id="request")[0] < dom.first("section", id="target")[0]

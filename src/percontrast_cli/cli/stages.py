@@ -21,6 +21,7 @@ from percontrast_cli.runtime.progress import say, show
 from percontrast_cli.steps.context import Context, pick_device
 from percontrast_cli.steps.dialogue import evaluate_dialogue
 from percontrast_cli.steps.evaluation import evaluate
+from percontrast_cli.steps.example_loss import losses_by_normalizer
 from percontrast_cli.steps.inherit import inherit
 from percontrast_cli.steps.models import base_model, load_model, named_checkpoint
 from percontrast_cli.steps.produce import job_dir, record
@@ -249,6 +250,14 @@ def stage_inspect(cfg):
         for token in sorted(tokens, key=lambda t: t.score, reverse=True)[: cfg.inspect.top_k]:
             top.add_row(repr(token.text), f"{token.score:+.4f}", "yes" if token.personal else "")
         show(top)
+        losses = losses_by_normalizer(ctx, artifact, data, cfg.example, cfg.loss)
+        if losses is not None:
+            table = Table(title=f"this example's loss (loss={cfg.loss.name}, its weights from these scores)")
+            table.add_column("loss.normalize")
+            table.add_column("loss", justify="right")
+            for how, value in losses.items():
+                table.add_row(how, f"{value:.4f}")
+            show(table)
         out = Path(
             cfg.inspect.out
             or Path(cfg.paths.root) / "inspect" / f"estimate-{artifact.id}-example-{cfg.example}.html"
