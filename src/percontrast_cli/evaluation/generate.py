@@ -104,7 +104,7 @@ def prompt_ids(item: dict, prefix: str = "") -> list[int]:
 def with_cad(processors, model, items: list[dict], eval_cfg, pad_id: int, device):
     """``eval.decoding=cad``: context-aware decoding against the items' counterfactual prompts, before the
     other processors (sampling's warpers then act on CAD's scores); else ``processors`` as they are."""
-    if eval_cfg.decoding != "cad":
+    if eval_cfg.get("decoding", "plain") != "cad":  # callers with their own decoding settings: plain
         return processors
     from transformers import LogitsProcessorList
 
