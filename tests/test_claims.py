@@ -190,3 +190,12 @@ def test_paired_difference_is_the_seed_mean_gap_with_an_interval_around_it():
     assert noise["low"] < 0 < noise["high"]
     # no common seed: no pairs, no interval
     assert stats.paired_difference([row(5, totals, totals, totals * 0.0)], base, "rougeL") is None
+
+
+@pytest.mark.parametrize("study", ["claims_methods", "claims_curves"])
+def test_studies_take_nextquill_and_context_aware_decoding_as_arms(study):
+    overrides = [f"experiment={study}", "loss=nextquill", "eval.decoding=cad"]
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    validate_config(cfg)
+    assert cfg.loss.weighting == "target" and cfg.eval.decoding == "cad"

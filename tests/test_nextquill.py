@@ -7,7 +7,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import jensenshannon
-from transformers import TrainingArguments
 
 from percontrast_cli.data.encode import IGNORE, Collator, flat_targets, target_count
 from percontrast_cli.method.losses import is_weighted, js_weight, token_nll, weight_source
@@ -15,20 +14,11 @@ from percontrast_cli.method.trainer import PerCETrainer
 from percontrast_cli.modeling.forward import tail, target_logits
 
 from .conftest import loss_config
+from .test_losses import _trainer
 
 
 def trainer_for(model, tokenizer, tmp_path, loss_cfg) -> PerCETrainer:
-    args = TrainingArguments(
-        output_dir=str(tmp_path), report_to=[], use_cpu=True, remove_unused_columns=False
-    )
-    return PerCETrainer(
-        model=model,
-        args=args,
-        train_dataset=[],
-        data_collator=Collator(tokenizer.pad_token_id),
-        loss_cfg=loss_cfg,
-        online_refresh=True,
-    )
+    return _trainer(model, tokenizer, tmp_path, grad_accum=1, loss=loss_cfg)
 
 
 def direct_distributions(model, items):
