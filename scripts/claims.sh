@@ -100,14 +100,15 @@ if [[ $which == curves ]]; then
   # Primary metric, declared before the run: persona_recall_slot (issue 29's slot-field recall: the town,
   # brand, hobby and catchphrase the reference writes, written with the user's value); the rest secondary.
   #
-  # CPU sizing (this project's 2-core Xeon with AMX-BF16, bf16 autocast, measured in earlier sessions under the
-  # CPU lock: a SmolLM2 full fine-tuning step at batch 8 takes 11 s, a LoRA step 7.5 s; online PerCE adds a
-  # no-grad counterfactual forward, about +40% a step; an eval of 60 targets, greedy, up to 224 new tokens,
-  # about 2.5 min without the judge):
-  #   full arm: 30 steps (3 epochs of 80 targets) x (11 s CE + ~15 s PerCE) x 3 seeds            ~ 39 min
-  #             evals: 4 points a job (1/3, 1, 2, 3 epochs) x 6 jobs + the shared base model: 25 x 2.5 ~ 63 min
-  #   LoRA arm: 30 steps x (7.5 + ~10.5 s) x 3 seeds ~ 27 min; evals at 1 and 3 epochs: 12 x 2.5  ~ 30 min
-  #   total ~ 2 h 40 min. CURVES_SEEDS / CURVES_LORA=0 trim it. Not yet run on this machine (issue 30).
+  # CPU sizing, measured on this project's 2-core Xeon (AMX-BF16) under the CPU lock, 2026-12-04, bf16 autocast,
+  # 3-step runs of this preset (seed 0, one process): 22.2 s a step with CE (the process's first training, its
+  # one-time warm-up included) and 16.4 s with PerCE, so 3-step runs cannot separate PerCE's extra forward;
+  # sized at 16 s (CE) and 22 s (PerCE, +36%) a step. An eval of 20 held-out targets took 58 s (60 targets in
+  # 2 batches of 30: ~2.75 min). LoRA steps: ~0.68x full ones (7.5 vs 11 s measured for issue 19).
+  #   full arm: 24 steps (3 epochs of 64 targets) x (16 + 22 s) x 3 seeds                        ~ 46 min
+  #             evals: 3 points a job (1/3, 1, 3 epochs) x 6 jobs + the shared base model: 19 x 2.75  ~ 52 min
+  #   LoRA arm: 24 steps x (11 + 15 s) x 3 seeds ~ 31 min; its end only: 6 x 2.75                 ~ 17 min
+  #   total ~ 2 h 30 min. CURVES_SEEDS / CURVES_LORA=0 trim it. Not yet run on this machine (issue 30).
   # Interval widths: one seed of persona_real at 30 users gave persona recall Δ +0.368 [+0.283, +0.452]
   # (±0.085); the crossed user x seed interval over 3 seeds is about as wide (users dominate), so effects of
   # ~0.1 in recall are detectable, a 10% relative gain (~0.02-0.07) is not resolved at every point.
@@ -124,7 +125,7 @@ if [[ $which == curves ]]; then
   lora=${CURVES_LORA:-1}
   name=curves
   sizes=()
-  lora_points='eval.at_steps=[0,10]'  # 1 epoch (the base model's eval is shared with the full arm)
+  lora_points='eval.at_steps=[0]'  # the end only (the base model's eval is shared with the full arm)
   if $gpu; then
     # One H200 in under 10 minutes: 480 training targets (240 users x 2) and 120 held-out (60 users x 2), bf16,
     # batch 16: 30 steps an epoch; points at 1/3 and 1 epoch, the end at 3 (90 steps). Estimated (never run:
