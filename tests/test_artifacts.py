@@ -106,10 +106,8 @@ def test_leftover_temporaries_are_cleaned_and_never_latest(tmp_path):
     assert not dead.exists() and live.exists()  # a live writer keeps its temp dir
 
 
-def test_artifact_ids_follow_their_kinds_code(monkeypatch):
-    before = Identity("estimate", {"k": 1}, {}).id
-    monkeypatch.setattr("percontrast_cli.store.identity.code_hash", lambda kind: "other-code")
-    assert Identity("estimate", {"k": 1}, {}).id != before
+def test_artifact_ids_follow_their_kinds_code():
+    assert Identity("estimate", {"k": 1}, {}, "code-a").id != Identity("estimate", {"k": 1}, {}, "code-b").id
 
 
 # --- Ownership: the store touches only its own id directories -------------------------------------------

@@ -116,13 +116,27 @@ def test_rounds_refresh_inside_one_run_sees_every_example_and_keeps_the_optimise
     assert sorted(table.seen) == sorted(list(range(4)) * 3)  # 6 steps x 2 = every example 3 times
 
 
-def test_total_steps_from_epochs():
-    cfg = OmegaConf.create({"steps": 300, "epochs": None, "batch_size": 4, "grad_accum": 2})
-    assert total_steps(cfg, 100) == 300
-    cfg.epochs = 3
-    assert total_steps(cfg, 100) == 38  # ceil(3 * 25 / 2)
-    cfg.epochs = 0.5
-    assert total_steps(cfg, 10) == 1
+@pytest.mark.parametrize(
+    "n, batch, accumulation, epochs",
+    [(100, 4, 2, 3), (10, 4, 2, 2), (10, 3, 2, 1.5), (7, 2, 3, 3), (64, 8, 1, 3), (100, 4, 4, 0.5)],
+)
+def test_epochs_count_the_steps_the_trainer_counts(tmp_path, n, batch, accumulation, epochs):
+    """Where the batches of an epoch do not fill the last accumulation window (b % GA != 0), the Trainer
+    still ends the epoch with a step: E * ceil(b / GA) steps, not ceil(E * b / GA)."""
+    from torch.utils.data import DataLoader
+    from transformers import Trainer, TrainingArguments
+
+    cfg = OmegaConf.create({"steps": 300, "epochs": epochs, "batch_size": batch, "grad_accum": accumulation})
+    args = TrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=epochs, per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation, use_cpu=True, report_to=[],
+    )  # fmt: skip
+    trainer = Trainer(model=torch.nn.Linear(1, 1), args=args)
+    loader = DataLoader(list(range(n)), batch_size=batch)
+    trainers_steps = trainer.set_initial_training_values(args, loader)[-1]
+    assert total_steps(cfg, n, processes=1) == trainers_steps
+    cfg.epochs = None
+    assert total_steps(cfg, n, processes=1) == 300
 
 
 def test_rounds_must_not_exceed_steps(outputs):

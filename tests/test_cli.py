@@ -69,7 +69,10 @@ def cli(*args, cwd=None, env=None):
         (["run", "eval.samples=2"], "eval.samples=2 needs eval.temperature > 0"),
         (["run", "eval.samples=0"], "eval.samples=0 must be an integer >= 1"),
         (["run", "eval.top_p=1.5"], "eval.top_p=1.5 must be a number in (0, 1]"),
-        (["run", "+task.extra=nan"], "task.extra=nan must be a finite number"),  # options without a rule
+        (
+            ["run", "+task.word_limits.extra=nan"],
+            "task.word_limits.extra=nan must be a finite number",
+        ),  # no rule
         (["run", "distributed.num_processes=0"], "distributed.num_processes=0 must be an integer >= 1"),
         (["run", "distributed=ddp", "distributed.num_processes=0"], "distributed.num_processes=0 must be"),
         (["run", "distributed=ddp", "distributed.machine_rank=2"], "distributed.machine_rank=2 must be"),
@@ -277,7 +280,7 @@ def test_help_is_fast_imports_nothing_heavy_and_is_aligned():
 
 def test_version_prints_the_package_version_and_code_hash(capsys):
     from percontrast_cli import __version__
-    from percontrast_cli.store.identity import package_code_hash
+    from percontrast_cli.store.code_scope import package_code_hash
 
     main(["--version"])
     assert capsys.readouterr().out.strip() == f"percontrast {__version__} (code {package_code_hash()})"

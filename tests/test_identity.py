@@ -13,7 +13,7 @@ from percontrast_cli.steps.evaluation import evaluation_identity
 from percontrast_cli.steps.scoring import training_set_identity
 from percontrast_cli.steps.task_data import load_task
 from percontrast_cli.steps.training import training_identity
-from percontrast_cli.store import identity
+from percontrast_cli.store import code_scope, identity
 from percontrast_cli.store.artifacts import Artifact
 
 BASE = ("experiment=miniature",)
@@ -47,7 +47,7 @@ def estimate_id(data, *overrides):
 
 
 def eval_id(data, *overrides):
-    return evaluation_identity(ctx_for(*overrides), upstream(), data.test).id
+    return evaluation_identity(ctx_for(*overrides), upstream(), data).id
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------
@@ -110,8 +110,41 @@ def test_rounds_count_only_under_rounds_refresh(data):
     assert checkpoint_id(data, *rounds, "estimator.rounds=3") != checkpoint_id(data, *rounds)
 
 
-def test_the_global_batch_not_its_split(data):
-    assert checkpoint_id(data, "train.batch_size=2", "train.grad_accum=2") == checkpoint_id(data)
+def test_the_global_batch_not_its_split_where_the_loss_is_normalised_over_the_step(data):
+    for loss in ("loss=perce", "loss=ce", "loss=dft"):  # token weights that read no other token
+        split = checkpoint_id(data, loss, "train.batch_size=2", "train.grad_accum=2")
+        assert split == checkpoint_id(data, loss, "train.batch_size=4")
+
+
+@pytest.mark.parametrize("loss", ["loss=lossce", "loss=entce", "loss.normalize=weights"])
+def test_the_split_keys_where_the_weights_read_micro_batch_statistics(data, loss):
+    whole = checkpoint_id(data, loss, "train.batch_size=4")
+    assert checkpoint_id(data, loss, "train.batch_size=2", "train.grad_accum=2") != whole
+    two_processes = ("distributed=ddp", "distributed.num_processes=2", "train.batch_size=2")
+    assert checkpoint_id(data, loss, *two_processes) != whole
+    # one process at 2 x 2 forms the micro-batches two processes at 2 do, but the process count is keyed too
+    assert checkpoint_id(data, loss, *two_processes) != checkpoint_id(
+        data, loss, "train.batch_size=2", "train.grad_accum=2"
+    )
+    assert checkpoint_id(
+        data, loss, "loss.alpha=0", "train.batch_size=2", "train.grad_accum=2"
+    ) == checkpoint_id(data, "loss=ce")  # alpha 0 is CE: nothing read
+
+
+def test_deepspeed_keys_its_numeric_mode_ddp_and_fsdp_do_not(data):
+    one = checkpoint_id(data, "train.batch_size=2", "train.grad_accum=2")
+    layout = ("distributed.num_processes=2", "train.batch_size=2")
+    assert checkpoint_id(data, "distributed=ddp", *layout) == one
+    assert checkpoint_id(data, "distributed=fsdp", *layout) == one
+    zero2 = checkpoint_id(data, "distributed=deepspeed_zero2", *layout)
+    zero3 = checkpoint_id(data, "distributed=deepspeed_zero3", *layout)
+    assert len({one, zero2, zero3}) == 3
+
+
+def test_the_effective_lr_warmup_keys_not_the_raw_one(data):
+    # 4 steps: the warm-up is capped at max(4 // 10, 1) = 1 step, whatever is asked above that
+    assert checkpoint_id(data, "train.lr_warmup_steps=30") == checkpoint_id(data, "train.lr_warmup_steps=5")
+    assert checkpoint_id(data, "train.lr_warmup_steps=0") != checkpoint_id(data, "train.lr_warmup_steps=5")
 
 
 def test_auto_precision_keys_as_what_it_resolved_to(data):
@@ -172,16 +205,16 @@ def test_an_id_is_a_fingerprint_of_kind_config_and_inputs():
 @pytest.fixture()
 def package_copy(tmp_path, monkeypatch):
     copy = tmp_path / "percontrast_cli"
-    shutil.copytree(identity.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(identity, "ROOT", copy)
-    identity.code_hash.cache_clear()
+    shutil.copytree(code_scope.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_scope, "ROOT", copy)
+    code_scope.code_hash.cache_clear()
     yield copy
-    identity.code_hash.cache_clear()
+    code_scope.code_hash.cache_clear()
 
 
 def hashes() -> dict:
-    identity.code_hash.cache_clear()
-    return {kind: identity.code_hash(kind) for kind in identity.KINDS}
+    code_scope.code_hash.cache_clear()
+    return {kind: code_scope.code_hash(kind) for kind in code_scope.KINDS}
 
 
 def test_comments_docstrings_and_display_modules_never_key_an_artifact(package_copy):
@@ -212,8 +245,8 @@ def test_a_code_change_rekeys_exactly_the_kinds_that_run_it(package_copy):
 
 
 def test_display_and_launch_modules_are_in_no_kinds_code():
-    for kind in identity.KINDS:
-        modules = set(identity.code_modules(kind))
+    for kind in code_scope.KINDS:
+        modules = set(code_scope.code_modules(kind))
         assert not modules & {
             "reporting.report",
             "reporting.heatmap",
@@ -223,5 +256,127 @@ def test_display_and_launch_modules_are_in_no_kinds_code():
             "cli.stages",
             "cli.worker",
         }
-    assert {"method.losses", "method.trainer", "method.contrast"} <= set(identity.code_modules("checkpoint"))
-    assert {"evaluation.generate", "evaluation.text_metrics"} <= set(identity.code_modules("eval"))
+    assert {"method.losses", "method.trainer", "method.contrast"} <= set(
+        code_scope.code_modules("checkpoint")
+    )
+    assert {"evaluation.generate", "evaluation.text_metrics"} <= set(code_scope.code_modules("eval"))
+
+
+def edit(package_copy, relative: str) -> None:
+    path = package_copy / relative
+    path.write_text(path.read_text() + "\nEDITED = 1  # a change to what this module computes\n")
+
+
+def test_a_pretrained_lora_checkpoint_runs_neither_the_tiny_model_nor_aloe(data, package_copy):
+    smollm2 = ("model=smollm2", "train.peft=lora")
+    before = checkpoint_id(data, *smollm2), checkpoint_id(data)
+    edit(package_copy, "modeling/tiny.py")
+    code_scope.code_hash.cache_clear()
+    after_tiny = checkpoint_id(data, *smollm2), checkpoint_id(data)
+    assert after_tiny[0] == before[0] and after_tiny[1] != before[1]  # the tiny model's checkpoint re-keys
+    for module in ("evaluation/aloe.py", "data/aloe.py", "steps/dialogue.py"):
+        edit(package_copy, module)
+    code_scope.code_hash.cache_clear()
+    assert checkpoint_id(data, *smollm2) == before[0]
+
+
+def test_a_persona_eval_runs_no_aloe_code_and_no_judge_unless_judged(data, package_copy):
+    persona = ("task=persona_email",)
+    before = eval_id(data, *persona)
+    judged = identity.code_of("eval", composed("eval.judge=smollm2"))
+    dialogue = identity.code_of("eval", composed("task=aloe"))
+    for module in ("evaluation/aloe.py", "data/aloe.py", "steps/dialogue.py"):
+        edit(package_copy, module)
+    code_scope.code_hash.cache_clear()
+    assert eval_id(data, *persona) == before
+    assert identity.code_of("eval", composed("task=aloe")) != dialogue
+    edit(package_copy, "evaluation/judge.py")
+    code_scope.code_hash.cache_clear()
+    assert eval_id(data, *persona) == before  # eval.judge=none runs no judge
+    assert identity.code_of("eval", composed("eval.judge=smollm2")) != judged
+
+
+def test_type_only_imports_are_not_followed(data, package_copy):
+    before = estimate_id(data), checkpoint_id(data)
+    edit(package_copy, "method/trainer.py")  # the Trainer: what training runs, never scoring
+    code_scope.code_hash.cache_clear()
+    assert estimate_id(data) == before[0] and checkpoint_id(data) != before[1]
+    scoring = package_copy / "steps" / "scoring.py"
+    scoring.write_text(
+        scoring.read_text().replace(
+            "from percontrast_cli.method.score_table import ScoreTable\n",
+            "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+            "    from percontrast_cli.method.trainer import ScoreTable\n",
+        )
+    )
+    assert "method.trainer" not in code_scope.code_modules("estimate")
+
+
+# --- every config leaf is classified ---------------------------------------------------------------------
+
+
+def option_overrides() -> list[tuple[str, ...]]:
+    """The default config, each option of each group, and each experiment preset."""
+    conf = code_scope.ROOT / "conf"
+    overrides: list[tuple[str, ...]] = [()]
+    for group in sorted(p for p in conf.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")):
+        overrides += [(f"{group.name}={option.stem}",) for option in sorted(group.glob("*.yaml"))]
+    return overrides
+
+
+def leaves(node, prefix=""):
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix
+
+
+def test_every_leaf_of_every_option_and_preset_is_classified():
+    from omegaconf import OmegaConf
+
+    unclassified = {}
+    with initialize_config_module("percontrast_cli.conf", version_base="1.3"):
+        for overrides in option_overrides():
+            cfg = OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=False)
+            for leaf in leaves(cfg):
+                if identity.classify(leaf) is None:
+                    unclassified.setdefault(leaf, " ".join(overrides) or "the default config")
+    assert not unclassified, "; ".join(
+        f"config key {leaf} (in {where}) is not classified: add a row for it to {identity.CLASSIFY_HERE}: "
+        "keys(<kinds>, how=...) for the artifact kinds whose id it can change, or never(<why>)"
+        for leaf, where in unclassified.items()
+    )
+
+
+def test_every_row_is_documented_and_names_real_kinds():
+    docs = (Path(__file__).parent.parent / "docs" / "identity.md").read_text()
+    for pattern, leaf in identity.LEAVES.items():
+        assert f"`{pattern}`" in docs, f"docs/identity.md does not list `{pattern}`"
+        assert set(leaf.kinds) <= set(code_scope.KINDS) and leaf.how
+
+
+def test_an_unknown_added_key_is_one_line_naming_the_nearest_known_key(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def percontrast(*args):
+        env = {**os.environ, "PERCONTRAST_OUTPUTS": str(tmp_path / "out")}
+        return subprocess.run(
+            [sys.executable, "-m", "percontrast_cli.cli", *args], capture_output=True, text=True, env=env
+        )
+
+    result = percontrast("run", "experiment=miniature", "+train.lrr=1")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "did you mean train.lr?" in result.stderr and not list((tmp_path / "out").glob("artifacts/*"))
+    # a key some option sets (a hub model's revision) and a free-form group take `+`
+    shown = percontrast(
+        "train",
+        "experiment=miniature",
+        "+model.revision=main",
+        "+distributed.accelerate.extra=1",
+        "--cfg",
+        "job",
+    )
+    assert shown.returncode == 0 and "revision: main" in shown.stdout and "extra: 1" in shown.stdout

@@ -16,7 +16,7 @@ from percontrast_cli.evaluation.judge import (
     expected_scores,
     judge_agreement,
     judge_eval,
-    judge_identity,
+    judge_weights,
     parse_score,
     personalization_prompt,
     score_token_ids,
@@ -167,8 +167,7 @@ def test_judge_eval_scores_rows_and_reports_agreement(tmp_path, model, tokenizer
     assert metrics["judge_score_mass_low_share"] == pytest.approx(np.mean([m < 0.5 for m in masses]))
     # the swap check: the 4 targets of 2 users, each reference against itself with the other user's values
     assert metrics["judge_swap_pairs"] == 4 and 0 <= metrics["judge_swap_accuracy"] <= 1
-    identity = judge_identity(cfg, store)
-    assert identity["settings"]["mode"] == "expected" and identity["weights"]
+    assert judge_weights(cfg, store)  # the judge's weights fingerprint, which keys the eval
     assert (
         judge_eval(config(), store, torch.device("cpu"), examples, predictions, rows) == {}
     )  # eval.judge=none

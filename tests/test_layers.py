@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from percontrast_cli.store import identity
+from percontrast_cli.store import code_scope
 
-ROOT = identity.ROOT
+ROOT = code_scope.ROOT
 # Highest first. A module may import its own folder (anything goes within a folder) and the folders after it.
 LAYERS = ("cli", "steps", "reporting", "evaluation", "method", "data", "modeling", "store", "runtime")
 # A module a reader can hold in one sitting. steps/ keeps its own, tighter limit (each a short recipe);
@@ -32,7 +32,7 @@ def modules(root: Path = ROOT) -> list[str]:
 
 
 def graph(root: Path = ROOT) -> dict[str, set[str]]:
-    return {m: identity.imported_modules(m) for m in modules(root)}
+    return {m: code_scope.imported_modules(m) for m in modules(root)}
 
 
 def upward_imports(root: Path = ROOT) -> list[str]:
@@ -59,7 +59,7 @@ def test_an_upward_import_is_caught(tmp_path, monkeypatch):
     (copy / "store" / "upward.py").write_text(
         "def f():\n    from percontrast_cli.method.losses import token_nll\n    return token_nll\n"
     )
-    monkeypatch.setattr(identity, "ROOT", copy)
+    monkeypatch.setattr(code_scope, "ROOT", copy)
     assert upward_imports(copy) == ["store.upward -> method.losses"]
 
 
@@ -101,5 +101,5 @@ def test_modules_are_short(folder):
 
 def test_the_graph_sees_lazy_imports():
     # stages imports steps at module level; the scoring step imports the heatmap inside a function
-    assert "reporting.heatmap" in identity.imported_modules("steps.scoring")
+    assert "reporting.heatmap" in code_scope.imported_modules("steps.scoring")
     assert Path(ROOT / "steps" / "scoring.py").is_file()

@@ -235,3 +235,45 @@ def reference_ce_vocab(logits, labels):
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100
     )
+
+
+@pytest.mark.parametrize(
+    "name, overrides, bound",
+    [
+        ("perce", {}, 5.0),  # 1 + alpha * (0.8 - 1) >= 0
+        ("entce", {}, 1.0),  # clip_min 0
+        ("lossce", {}, 1.0),  # an unkept token: 1 - alpha
+        ("dft", {}, 1.0),  # a token of probability ~0: 1 - alpha
+    ],
+)
+def test_weights_that_can_go_negative_are_refused_per_weighting(name, overrides, bound):
+    from percontrast_cli.method.losses import negative_weights
+
+    assert negative_weights(loss_config(name, alpha=bound, **overrides)) is None
+    problem = negative_weights(loss_config(name, alpha=bound * 1.2, **overrides))
+    assert problem is not None and "loss.alpha" in problem and "< 0" in problem and "\n" not in problem
+    # the rule is what token_weights computes: at the bound the lowest weight is 0, above it negative
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    lowest = {
+        "perce": dict(pir=torch.full((1, 3), -10.0)),
+        "entce": dict(logits=torch.zeros(1, 3, 8).index_fill_(2, torch.tensor([0]), 30.0)),
+        "lossce": dict(nll=torch.tensor([[1.0, 2.0, 3.0]]), ref_nll=torch.zeros(1, 3)),
+        "dft": dict(nll=torch.full((1, 3), 50.0)),
+    }[name]
+    if name == "entce":  # one position certain (entropy ~0), the others uniform: relative entropy ~0 there
+        lowest["logits"] = torch.cat([torch.zeros(1, 2, 8), lowest["logits"][:, :1]], dim=1)
+    cfg = loss_config(name, alpha=bound * 1.2, **overrides)
+    if name == "lossce":
+        cfg.keep_ratio = 0.5
+    weights = token_weights(cfg, mask, **lowest).values
+    assert float(weights.min()) < 0
+    assert (
+        float(token_weights(loss_config(name, alpha=bound, **overrides), mask, **lowest).values.min())
+        >= -1e-6
+    )
+    only = {
+        "perce": ["perce", {"weighting": "exp_pir"}],
+        "entce": ["perce", {"weighting": "linear_pir"}],
+    }.get(name)
+    if only:  # never below 1, whatever alpha
+        assert negative_weights(loss_config(only[0], alpha=50.0, **only[1])) is None

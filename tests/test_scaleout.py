@@ -48,8 +48,8 @@ def test_a_filler_row_has_no_targets_no_scores_and_collates_with_real_rows(train
 def test_epochs_count_examples_over_all_processes():
     cfg = OmegaConf.create({"epochs": 3, "steps": 999, "batch_size": 4, "grad_accum": 2})
     one = total_steps(OmegaConf.merge(cfg, {"batch_size": 8}), 100, processes=1)
-    assert one == total_steps(cfg, 100, processes=2) == 20  # ceil(3 * ceil(100 / 8) / 2)
-    assert total_steps(cfg, 100, processes=8) == 6  # ceil(3 * ceil(100 / 32) / 2): 3 epochs, not 24
+    assert one == total_steps(cfg, 100, processes=2) == 21  # 3 * ceil(ceil(100 / 8) / 2), as the Trainer
+    assert total_steps(cfg, 100, processes=8) == 6  # 3 * ceil(ceil(100 / 32) / 2): 3 epochs, not 24
     assert total_steps(OmegaConf.merge(cfg, {"epochs": None}), 100, processes=8) == 999
 
 

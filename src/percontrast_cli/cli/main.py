@@ -106,9 +106,8 @@ def config_groups() -> str:
 
 
 def version() -> str:
-    from percontrast_cli.store.identity import (
-        package_code_hash,  # what every artifact id's code hash depends on
-    )
+    # what every artifact id's code hash depends on; imports no torch
+    from percontrast_cli.store.code_scope import package_code_hash
 
     return f"percontrast {__version__} (code {package_code_hash()})"
 
@@ -242,7 +241,7 @@ def validate_overrides(overrides: list[str], args=None, with_points: bool = Fals
     from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from percontrast_cli.cli.validation import validate_config
+    from percontrast_cli.cli.validation import check_added_key, validate_config
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -259,7 +258,13 @@ def validate_overrides(overrides: list[str], args=None, with_points: bool = Fals
             else [override.get_value_element_as_str()]
         )
         prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(override.type.name, "")
-        choices.append([f"{prefix}{key}={v}" if prefix != "~" else f"~{key}" for v in values])
+        if prefix in ("+", "++"):
+            try:
+                check_added_key(override.key_or_group, override.input_line or key)
+            except PercontrastError as exc:
+                fail(str(exc))
+        # the key element carries its prefix already (`+train.x`, `~seed`): never a second one
+        choices.append([f"{key}={v}" if prefix != "~" or v else key for v in values])
     config_name = (args.config_name if args is not None else None) or "config"
     composed = []
     with hydra_like(args):

@@ -188,8 +188,7 @@ class Planner:
         trained = self.stage("train", "checkpoint", identity, known)
         stages.append(trained)
         checkpoint = stub("checkpoint", trained.id, tokenizer_fp)
-        test = eval_examples(cfg, data)
-        stages.append(self.stage("eval", "eval", evaluation_identity(ctx, checkpoint, test), known))
+        stages.append(self.stage("eval", "eval", evaluation_identity(ctx, checkpoint, data), known))
         if self.data is None:
             for stage in stages[1:]:  # stand-ins must differ between jobs that differ anywhere
                 job = OmegaConf.to_container(cfg, resolve=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from importlib import resources
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -14,8 +16,9 @@ from percontrast_cli.data.show import SHOW, SPLITS
 from percontrast_cli.data.sources import SUFFIXES
 from percontrast_cli.evaluation.aloe import check_aloe_config
 from percontrast_cli.evaluation.judge import check_judge_config
-from percontrast_cli.method.losses import NORMALIZATIONS, WEIGHTINGS
+from percontrast_cli.method.losses import NORMALIZATIONS, WEIGHTINGS, negative_weights
 from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.store.identity import CLASSIFY_HERE, FREE_FORM, free_form, nearest_key
 
 INT64_MAX = 2**63 - 1  # the largest count torch, numpy and the tokenizers take
 SEED_MAX = 2**32 - 1  # numpy's (and so the data order's) seed range
@@ -271,6 +274,8 @@ def validate_config(cfg) -> None:
         _at_least(cfg.loss.clip_max, "loss.clip_max", 1)
     _number(cfg.loss.keep_ratio, "loss.keep_ratio", 0, 1, low_open=True)
     _check_nextquill(cfg)
+    if (problem := negative_weights(cfg.loss)) is not None:
+        raise PercontrastError(problem)
     for key in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
         _integer(cfg.train[key], f"train.{key}", 1)
     _integer(cfg.train.lr_warmup_steps, "train.lr_warmup_steps", 0)
@@ -332,6 +337,7 @@ def _at_steps(at_steps) -> None:
 def _distributed(dist) -> None:
     _integer(dist.num_processes, "distributed.num_processes", 1)
     _integer(dist.num_machines, "distributed.num_machines", 1)
+    _number(dist.timeout_s, "distributed.timeout_s", low=0, low_open=True)
     rank = dist.machine_rank
     try:  # from Slurm's environment it arrives as a string
         rank = int(str(rank))
@@ -345,3 +351,56 @@ def _distributed(dist) -> None:
     _integer(dist.main_process_port, "distributed.main_process_port", 1)
     if dist.main_process_port > 65535:
         raise PercontrastError(f"distributed.main_process_port={dist.main_process_port} must be <= 65535")
+
+
+# --- keys added with `+` ------------------------------------------------------------------------------------
+
+
+def _leaves(node, prefix: str, into: set[str]) -> None:
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            if key != "defaults":
+                _leaves(value, f"{prefix}.{key}" if prefix else str(key), into)
+    elif prefix:
+        into.add(prefix)
+
+
+@functools.cache
+def config_groups() -> frozenset[str]:
+    root = resources.files("percontrast_cli") / "conf"
+    return frozenset(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+@functools.cache
+def known_keys() -> frozenset[str]:
+    """Every key some option or preset of the shipped config sets (read from the YAML files, without
+    composing): what a `+key=value` override may add."""
+    root = Path(str(resources.files("percontrast_cli") / "conf"))
+    found: set[str] = set()
+    for path in sorted(root.rglob("*.yaml")):
+        group = path.parent.relative_to(root).as_posix()
+        if group.split("/")[0] == "hydra":
+            continue
+        text = path.read_text()
+        prefix = "" if group == "." or "@package _global_" in text.split("\n", 1)[0] else group
+        content = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+        if group == ".":
+            content.pop("hydra", None)
+        _leaves(content, prefix.replace("/", "."), found)
+    return frozenset(found)
+
+
+def check_added_key(key: str, override: str) -> None:
+    """`+key=value` adds a key the config does not have: it must be one some option sets, or lie under a
+    free-form group; a typo (`+train.lrr=1`) is one line naming the nearest known key."""
+    if key in config_groups() or key.split("@")[0] in config_groups() or free_form(key):
+        return
+    known = known_keys()
+    if key in known or any(k.startswith(f"{key}.") for k in known):
+        return
+    guess = nearest_key(key, known)
+    hint = f" (did you mean {guess}?)" if guess else ""
+    raise PercontrastError(
+        f"{override}: no config key {key}{hint}; a new key is first classified in {CLASSIFY_HERE} "
+        f"(free-form groups, which take any key: {', '.join(FREE_FORM)})"
+    )

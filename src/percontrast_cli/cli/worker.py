@@ -24,13 +24,14 @@ import subprocess
 import sys
 import traceback
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
 from omegaconf import OmegaConf
 
 from percontrast_cli.runtime import orphans
-from percontrast_cli.runtime.distributed import CPU_FSDP_ENV, PeerFailed, backend, per_machine
+from percontrast_cli.runtime.distributed import CPU_FSDP_ENV, backend, per_machine
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.steps.produce import JOB_DIR_ENV, job_dir  # the job dir the workers record into
 
@@ -220,7 +221,9 @@ def init_process_group(cfg) -> None:
     from accelerate.utils import DistributedType
 
     gloo = backend(cfg) == "gloo"
-    state = PartialState(cpu=gloo, backend=backend(cfg))
+    # An explicit timeout: a collective that waits longer (a peer that hangs) ends the run with an error.
+    timeout = timedelta(seconds=float(cfg.distributed.get("timeout_s", 1800)))
+    state = PartialState(cpu=gloo, backend=backend(cfg), timeout=timeout)
     if gloo and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         state._shared_state["distributed_type"] = DistributedType.MULTI_GPU
         os.environ[CPU_FSDP_ENV] = "1"
@@ -238,10 +241,17 @@ def run_worker(stage: str, path: str) -> None:
     try:
         if stage in PARALLEL_STAGES or rank == 0:  # report / inspect: one writer
             STAGES[stage](cfg)
-    except PeerFailed:
-        sys.exit(1)  # the rank that failed reports it
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the parent's one error line
-        sys.exit(report_error(exc, rank, world))
+        code = report_error(exc, rank, world)
+        if world > 1:
+            # Out now, without the interpreter's teardown (it may wait on a process group the other ranks
+            # still hold): the launcher sees this rank end and stops the others, who never learn of it
+            # through a collective that could hang.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+            os._exit(code)
+        sys.exit(code)
 
 
 def run_agent(accelerate_file: str, stage: str, path: str) -> None:

@@ -192,14 +192,12 @@ def personalization_prompt(judge_cfg, example: Example, response: str, retriever
     return judge_cfg.prompt.format(profile=profile, request=example.input, response=strip_reasoning(response))
 
 
-def judge_identity(cfg, store: ArtifactStore) -> dict | None:
-    """What the eval artifact records of the judge (None without one): its weights and its settings."""
+def judge_weights(cfg, store: ArtifactStore) -> str | None:
+    """The judge's weights fingerprint (None without a judge): what an eval's id records of it (with the
+    judge settings, identity.eval_identity)."""
     if not enabled(cfg.eval.judge):
         return None
-    from omegaconf import OmegaConf
-
-    named = resolve_named(cfg.eval.judge, "eval.judge", store, cfg.paths.cache)
-    return {"weights": named.identity, "settings": OmegaConf.to_container(cfg.judge, resolve=True)}
+    return resolve_named(cfg.eval.judge, "eval.judge", store, cfg.paths.cache).identity
 
 
 def judge_eval(

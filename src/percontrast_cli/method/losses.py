@@ -89,6 +89,49 @@ def weight_source(loss_cfg, refresh: str) -> str | None:
     return refresh if signal == "pir" else signal
 
 
+# Weightings whose weights depend on the other tokens of the micro-batch: LossCE keeps the top share of the
+# micro-batch's tokens, EntCE divides by the micro-batch's mean entropy.
+MICRO_BATCH_WEIGHTINGS = ("excess_loss", "entropy")
+
+
+def reads_micro_batch_statistics(loss_cfg) -> bool:
+    """Whether the loss of a token depends on which micro-batch it is in (so the split of the global batch
+    over micro-batches and processes can change the weights): the weightings above, and ``normalize:
+    weights`` / ``abs_weights``, which rescale each micro-batch by its own sum of weights."""
+    if not is_weighted(loss_cfg):
+        return False
+    return loss_cfg.weighting in MICRO_BATCH_WEIGHTINGS or loss_cfg.normalize != "tokens"
+
+
+# weighting -> (the rule of its weights' lowest value, the signal's lowest value after clipping): every
+# weighting is 1 + alpha * (signal - 1) over a signal bounded below; exp_pir and linear_pir never go below 1.
+LOWEST_SIGNAL = {
+    "clip_pir": ("1 + alpha * (clip_min - 1)", lambda cfg: float(cfg.clip_min)),
+    "entropy": ("1 + alpha * (clip_min - 1)", lambda cfg: float(cfg.clip_min)),
+    "excess_loss": ("1 + alpha * (0 - 1) (an unkept token)", lambda cfg: 0.0),
+    "target_prob": ("1 + alpha * (0 - 1) (a token of probability ~0)", lambda cfg: 0.0),
+    "js": ("1 + alpha * (0 - 1) (two passes that agree: JS 0)", lambda cfg: 0.0),
+    "target": ("1 + alpha * (min(clip_min, clip_max) - 1)", lambda cfg: min(cfg.clip_min, cfg.clip_max)),
+}
+
+
+def negative_weights(loss_cfg) -> str | None:
+    """Why this loss can give a token a negative weight (a loss that pushes the token's probability down,
+    never what a weighting means), or None: the lowest weight ``1 + alpha * (lowest signal - 1)`` must not be
+    below 0."""
+    if not is_weighted(loss_cfg) or loss_cfg.weighting not in LOWEST_SIGNAL:
+        return None
+    rule, lowest_signal = LOWEST_SIGNAL[loss_cfg.weighting]
+    lowest = 1.0 + float(loss_cfg.alpha) * (lowest_signal(loss_cfg) - 1.0)
+    if lowest >= 0:
+        return None
+    return (
+        f"loss.alpha={loss_cfg.alpha} with loss.weighting={loss_cfg.weighting} gives negative token weights: "
+        f"the lowest weight is {rule} = {lowest:.3g} < 0; lower loss.alpha to at most "
+        f"{1.0 / (1.0 - lowest_signal(loss_cfg)):.3g}"
+    )
+
+
 def reads_artifact(source: str | None) -> str | None:
     """The artifact kind a weight source reads before training starts (None: nothing to compute first)."""
     return {"rounds": "estimate", "reference": "reference"}.get(source)

@@ -3,13 +3,16 @@ exactly a shorter run (so a checkpoint saved at step s of the long run *is* the 
 
 from __future__ import annotations
 
+from percontrast_cli.store.identity import effective_lr_warmup
+
 # Schedules whose learning rate at step t does not depend on the run's total steps (transformers' names).
 LENGTH_FREE = ("constant", "constant_with_warmup")
 
 
 def lr_warmup(train_cfg, steps: int) -> int:
-    """The linear warm-up used: ``train.lr_warmup_steps``, capped at a tenth of the run (at least 1)."""
-    return min(train_cfg.lr_warmup_steps, max(steps // 10, 1))
+    """The linear warm-up used: ``train.lr_warmup_steps``, capped at a tenth of the run (at least 1); the
+    checkpoint's id keys this value (identity.effective_lr_warmup, the one formula)."""
+    return effective_lr_warmup(train_cfg.lr_warmup_steps, steps)
 
 
 def why_not_prefix(train_cfg, step: int, total: int, rounds: bool = False) -> str | None:

@@ -16,7 +16,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from percontrast_cli.data.encode import IGNORE, Collator, at_targets
+from percontrast_cli.data.encode import IGNORE, Collator
 from percontrast_cli.method.contrast import contrast_logits, contrast_scores
 from percontrast_cli.method.curve import CurvePoints, Progress
 from percontrast_cli.method.gathered import trained_model
@@ -30,29 +30,12 @@ from percontrast_cli.method.losses import (
     weighted_nll,
 )
 from percontrast_cli.method.schedule import lr_warmup
+from percontrast_cli.method.score_table import ScoreTable
 from percontrast_cli.method.training_progress import RichProgressCallback
 from percontrast_cli.modeling.forward import tail, target_logits
 from percontrast_cli.runtime.distributed import broadcast, cpu_fsdp
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say
-
-
-class ScoreTable:
-    """Per-token values (PerContrast scores, or a reference model's NLL) for every training example, keyed by
-    the example's index. Looked up when the loss is computed, not when the batch is collated: the Trainer
-    fetches a step's micro-batches ahead, and a refresh between fetch and loss must still take effect."""
-
-    def __init__(self, values: list[torch.Tensor]):
-        self.values = values
-
-    def lookup(self, batch: dict) -> torch.Tensor:
-        """The batch's values on its label tail (the indices are a host list: no device sync). A filler row
-        (index None, see RankShare) has no targets and no values."""
-        rows = [self.values[i] for i in batch["index"] if i is not None]
-        flat = torch.cat(rows) if rows else torch.zeros(0)
-        device = batch["input_ids"].device
-        return at_targets(flat.to(device, torch.float32, non_blocking=True), batch)
-
 
 FILLER = -1  # RankShare's index for a rank whose share of the last batch of an epoch is empty
 

@@ -7,19 +7,20 @@ scoring and generation split their batches across ranks and gather the results i
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import os
 import sys
+import time
+from collections.abc import Callable
 
 from percontrast_cli.runtime.errors import PercontrastError
 
 # Set by the worker when it runs FSDP on CPU processes (see worker.init_process_group).
 CPU_FSDP_ENV = "PERCONTRAST_CPU_FSDP"
-
-
-class PeerFailed(PercontrastError):
-    """Raised on the ranks that did not fail when another rank failed at a point where all ranks meet: they
-    stop too, and only the failing rank reports its error."""
+POLL_SECONDS = 0.2  # how often the ranks that wait for rank 0's decision look for it
+_decisions = itertools.count()
 
 
 def _dist():
@@ -47,21 +48,30 @@ def barrier() -> None:
         _dist().barrier()
 
 
-def settle(error: BaseException | None) -> None:
-    """A barrier at which the ranks also learn whether any of them failed: the ranks that did not fail raise
-    PeerFailed (naming the rank and its error) instead of carrying on past a step that did not happen, e.g.
-    rank 0 failing to publish an artifact that the others would then look for. A failing rank returns (its
-    own exception is on its way up)."""
+def main_decides(decide: Callable[[], str]) -> str:
+    """Rank 0's ``decide()`` (a string), or its PercontrastError, on every rank, passed through the process
+    group's key-value store instead of a collective: the other ranks poll the store, so rank 0 may take as
+    long as it needs (waiting for another job's lock) and no collective times out meanwhile. A rank 0 that
+    dies instead ends the job through the launcher, which stops every rank."""
     rank, world = rank_and_world()
     if world == 1:
-        return
-    outcomes: list = [None] * world
-    mine = None if error is None else f"{type(error).__name__}: {error}"
-    _dist().all_gather_object(outcomes, mine)
-    failed = [(r, message) for r, message in enumerate(outcomes) if message is not None]
-    if failed and error is None:
-        first, message = failed[0]
-        raise PeerFailed(f"rank {first} failed: {message}")
+        return decide()
+    key = f"percontrast/decision/{next(_decisions)}"  # every rank asks in the same order
+    store = _dist().distributed_c10d._get_default_store()
+    if rank == 0:
+        try:
+            value = decide()
+        except PercontrastError as exc:
+            store.set(key, json.dumps({"error": str(exc)}))
+            raise
+        store.set(key, json.dumps({"value": value}))
+        return value
+    while not store.check([key]):
+        time.sleep(POLL_SECONDS)
+    shared = json.loads(store.get(key))
+    if "error" in shared:
+        raise PercontrastError(shared["error"])
+    return shared["value"]
 
 
 def broadcast(value):

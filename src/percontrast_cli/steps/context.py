@@ -28,6 +28,11 @@ class Context:
         """The resolved precision as artifact ids record it: ``float32`` or ``bfloat16``, never ``auto``."""
         return str(self.dtype).removeprefix("torch.")
 
+    @property
+    def side_precision(self) -> str:
+        """The precision side models (the LLM judge, ALOE's simulator) load at: `auto` on this device."""
+        return str(resolve_dtype("auto", self.device)).removeprefix("torch.")
+
 
 def pick_device(name: str) -> torch.device:
     """`device=`: auto is CUDA when there is one."""

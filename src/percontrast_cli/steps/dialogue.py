@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from percontrast_cli.data.aloe import load_personas, personas_fingerprint
 from percontrast_cli.evaluation.aloe import (
@@ -26,10 +25,7 @@ from percontrast_cli.runtime.progress import say, show
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.produce import produce, write_jsonl
 from percontrast_cli.store.artifacts import Artifact
-from percontrast_cli.store.identity import Identity
-
-# Judge settings that cannot change an ALOE score (they shape eval.judge's persona prompt).
-PERSONA_JUDGE_ONLY = ("prompt", "profile_items", "item_chars")
+from percontrast_cli.store.identity import dialogue_identity
 
 
 def role_option(cfg, role: str) -> str:
@@ -46,19 +42,15 @@ def evaluate_dialogue(ctx: Context, checkpoint: Artifact) -> Artifact:
         cfg.aloe.simulator, role_option(cfg, "simulator"), ctx.store, cfg.paths.cache
     )
     judge_named = resolve_named(cfg.aloe.judge, role_option(cfg, "judge"), ctx.store, cfg.paths.cache)
-    judge_settings = OmegaConf.to_container(cfg.judge, resolve=True)
-    config = {
-        "aloe": OmegaConf.to_container(cfg.aloe, resolve=True),
-        "judge": {k: v for k, v in judge_settings.items() if k not in PERSONA_JUDGE_ONLY},
-        "seed": cfg.seed,
-        "precision": ctx.precision,
-    }
-    inputs = {
-        "checkpoint": checkpoint.id,
-        "data": personas_fingerprint(personas),
-        "simulator": simulator_named.identity,
-        "judge": judge_named.identity,
-    }
+    identity = dialogue_identity(
+        cfg,
+        precision=ctx.precision,
+        side_precision=ctx.side_precision,
+        checkpoint=checkpoint.id,
+        data_fp=personas_fingerprint(personas),
+        simulator=simulator_named.identity,
+        judge=judge_named.identity,
+    )
 
     def build(tmp: Path, manifest: dict) -> None:
         say(
@@ -74,7 +66,7 @@ def evaluate_dialogue(ctx: Context, checkpoint: Artifact) -> Artifact:
 
         under_test = load(from_artifact(checkpoint.id, checkpoint), ctx.dtype)
         model = Speaker(*under_test, decoding(cfg.aloe, "model", cfg.aloe.batch_size))
-        auto = resolve_dtype("auto", ctx.device)
+        auto = resolve_dtype("auto", ctx.device)  # keyed as ctx.side_precision
         simulator = Speaker(
             *load(simulator_named, auto), decoding(cfg.aloe, "simulator", cfg.aloe.batch_size)
         )
@@ -100,7 +92,6 @@ def evaluate_dialogue(ctx: Context, checkpoint: Artifact) -> Artifact:
     extra = {
         "tasks": {"train": checkpoint.manifest.get("train_task"), "eval": cfg.task.name},
     }
-    identity = Identity("eval", config, inputs)
     result = produce(ctx, identity, build, role="eval", done="evaluated", extra=extra)
     metrics = result.manifest["metrics"]
     ctx.tracker.summary({f"eval/{k}": v for k, v in metrics.items()})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 from percontrast_cli.data.encode import end_of_turn_id
 from percontrast_cli.data.schema import dataset_fingerprint
 from percontrast_cli.evaluation.generate import generate, metrics_table, score_outputs, token_metrics
-from percontrast_cli.evaluation.judge import judge_eval, judge_identity
+from percontrast_cli.evaluation.judge import judge_eval, judge_weights
 from percontrast_cli.evaluation.sampling import per_sample, sample_numbers, sampling_of
 from percontrast_cli.evaluation.text_metrics import wordnet
 from percontrast_cli.method.estimate import teacher_forced_pass
@@ -21,7 +20,7 @@ from percontrast_cli.steps import costs
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.models import load_model
 from percontrast_cli.steps.produce import produce, write_jsonl
-from percontrast_cli.steps.task_data import TaskData, encode_items
+from percontrast_cli.steps.task_data import TaskData, encode_items, retriever_fingerprint
 from percontrast_cli.store.artifacts import Artifact
 from percontrast_cli.store.identity import eval_identity
 
@@ -30,7 +29,7 @@ def evaluate(ctx: Context, checkpoint: Artifact, data: TaskData, role: str | Non
     """The eval of `checkpoint` on the test split (found or computed), recorded in the job as ``role``."""
     cfg = ctx.cfg
     test = eval_examples(cfg, data)
-    identity = evaluation_identity(ctx, checkpoint, test)
+    identity = evaluation_identity(ctx, checkpoint, data)
 
     def build(tmp: Path, manifest: dict) -> None:
         wn = wordnet(cfg.paths.cache) if cfg.eval.meteor else None  # fails before generating without WordNet
@@ -110,11 +109,16 @@ def decoding_record(cfg) -> dict:
     return record
 
 
-def evaluation_identity(ctx: Context, checkpoint: Artifact, test: list):
-    """The identity of the eval `evaluate` makes of `checkpoint` on these test examples."""
-    identity = eval_identity(
-        ctx.cfg, precision=ctx.precision, checkpoint=checkpoint.id, data_fp=dataset_fingerprint(test)
+def evaluation_identity(ctx: Context, checkpoint: Artifact, data: TaskData):
+    """The identity of the eval `evaluate` makes of `checkpoint` on `data`'s test examples (its training
+    split keys it too: leakage counts its users' values as another user's)."""
+    return eval_identity(
+        ctx.cfg,
+        precision=ctx.precision,
+        checkpoint=checkpoint.id,
+        data_fp=dataset_fingerprint(eval_examples(ctx.cfg, data)),
+        train_fp=data.train_fp,
+        judge=judge_weights(ctx.cfg, ctx.store),
+        side_precision=ctx.side_precision,
+        retriever_fp=retriever_fingerprint(ctx.cfg),
     )
-    if (judged := judge_identity(ctx.cfg, ctx.store)) is None:
-        return identity
-    return dataclasses.replace(identity, inputs={**identity.inputs, "judge": judged})  # its weights, settings

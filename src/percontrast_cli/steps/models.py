@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,9 +18,11 @@ from percontrast_cli.modeling.load import (
 from percontrast_cli.modeling.tiny import build_tiny_model, train_tokenizer
 from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.produce import produce
-from percontrast_cli.steps.task_data import TaskData
 from percontrast_cli.store.artifacts import Artifact
 from percontrast_cli.store.identity import model_identity
+
+if TYPE_CHECKING:  # an annotation only: building a model runs no task code
+    from percontrast_cli.steps.task_data import TaskData
 
 
 def load_model(ctx: Context, artifact: Artifact, with_model: bool = True, training: bool = False):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from percontrast_cli.method.estimate import (
     save_scores,
     teacher_forced_pass,
 )
+from percontrast_cli.method.score_table import ScoreTable
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.steps import costs
@@ -25,12 +25,9 @@ from percontrast_cli.steps.context import Context
 from percontrast_cli.steps.diagnostics import check_scores
 from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
-from percontrast_cli.steps.task_data import TaskData, encode_items, retriever
+from percontrast_cli.steps.task_data import TaskData, encode_items, retriever, retriever_fingerprint
 from percontrast_cli.store.artifacts import Artifact
 from percontrast_cli.store.identity import scores_identity
-
-if TYPE_CHECKING:
-    from percontrast_cli.method.trainer import ScoreTable
 
 
 def estimate(ctx: Context, checkpoint: Artifact, data: TaskData) -> Artifact:
@@ -77,6 +74,7 @@ def training_set_identity(ctx: Context, kind: str, checkpoint: Artifact, data: T
         checkpoint=checkpoint.id,
         data_fp=data.train_fp,
         tokenizer_fp=checkpoint.inputs["tokenizer"],
+        retriever_fp=retriever_fingerprint(ctx.cfg),
     )
 
 
@@ -134,6 +132,7 @@ def round_estimate(
         tokenizer_fp=start.inputs["tokenizer"],
         training_run=run_id,
         after_step=step,
+        retriever_fp=retriever_fingerprint(ctx.cfg),
     )
 
     def build(tmp: Path, manifest: dict) -> str:
@@ -149,9 +148,6 @@ def round_estimate(
 
 def score_table(artifact: Artifact, data: TaskData, tokenizer_fp: str) -> ScoreTable:
     """Per-token values of an estimate/reference artifact, checked against the data and tokenizer in use."""
-    # imported here: `train` imports transformers' Trainer (seconds), which only a job that trains needs
-    from percontrast_cli.method.trainer import ScoreTable
-
     artifact.require_input("data", data.train_fp, "training data")
     artifact.require_input("tokenizer", tokenizer_fp, "tokenizer")
     values = load_scores(artifact.path)

@@ -13,6 +13,7 @@ from percontrast_cli.data.prompts import PromptFormat
 from percontrast_cli.data.retrieval import Retriever
 from percontrast_cli.data.schema import Example, dataset_fingerprint
 from percontrast_cli.data.sources import load_splits
+from percontrast_cli.modeling.load import hub_revision, weights_fingerprint
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.steps.diagnostics import check_encoding
 
@@ -90,3 +91,19 @@ def retriever(cfg) -> Retriever:
 @functools.cache
 def _retriever(method: str, bm25_tokens: str, model: str | None) -> Retriever:
     return Retriever(method, bm25_tokens, model)
+
+
+def retriever_fingerprint(cfg) -> str | None:
+    """The dense retriever's weights fingerprint (its files, or the hub commit it resolves to), which keys
+    every prompt it builds; None for the other retrieval methods."""
+    if cfg.retrieval.method != "contriever":
+        return None
+    return _retriever_fingerprint(str(cfg.retrieval.model), str(cfg.paths.cache))
+
+
+@functools.cache
+def _retriever_fingerprint(location: str, cache_root: str) -> str:
+    from pathlib import Path
+
+    revision = None if Path(location).is_dir() else hub_revision(location, None)
+    return weights_fingerprint(location, revision, cache_root)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from percontrast_cli.method.losses import CE, reads_artifact, weight_source
+from percontrast_cli.method.losses import CE, reads_artifact, reads_micro_batch_statistics, weight_source
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.runtime.distributed import backend, is_main, rank_and_world
 from percontrast_cli.runtime.errors import PercontrastError
@@ -22,9 +22,9 @@ from percontrast_cli.steps.curve_points import Points, point_identities, publish
 from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
 from percontrast_cli.steps.scoring import estimate, reference_nll, round_estimate, score_table
-from percontrast_cli.steps.task_data import TaskData, encode_items
+from percontrast_cli.steps.task_data import TaskData, encode_items, retriever_fingerprint
 from percontrast_cli.store.artifacts import Artifact
-from percontrast_cli.store.identity import checkpoint_identity
+from percontrast_cli.store.identity import checkpoint_identity, process_count
 
 
 def train_checkpoint(
@@ -51,7 +51,10 @@ def train_checkpoint(
     missing = {
         step: point for step, point in points.items() if ctx.store.find("checkpoint", point.id) is None
     }
-    work_dir = ctx.store.root / ".work" / f"checkpoint-{identity.id}"
+    # The Trainer's own checkpoints hold the state of one process layout (DDP's, FSDP's shards): a resume
+    # under another layout starts its own work dir instead of loading state that does not fit.
+    layout = f"{cfg.distributed.name}-{process_count(cfg)}"
+    work_dir = ctx.store.root / ".work" / f"checkpoint-{identity.id}-{layout}"
     # recorded, not part of the id (the data and the settings that matter are)
     extra = {"tag": tag, "train_task": cfg.task.name}
     train = functools.partial(
@@ -115,6 +118,8 @@ def training_identity(
         tokenizer_fp=start.inputs["tokenizer"],
         scores=(scores.kind, scores.id) if scores is not None else None,
         schedule_steps=schedule_steps,
+        micro_batch_statistics=bool(source) and reads_micro_batch_statistics(loss_cfg),
+        retriever_fp=retriever_fingerprint(ctx.cfg),
     )
 
 
@@ -209,7 +214,9 @@ def total_steps(train_cfg, n_examples: int, processes: int | None = None) -> int
         return int(train_cfg.steps)
     processes = processes or rank_and_world()[1]
     batches_per_epoch = math.ceil(n_examples / (train_cfg.batch_size * processes))
-    return max(1, math.ceil(train_cfg.epochs * batches_per_epoch / train_cfg.grad_accum))
+    # as the Trainer counts: a short last accumulation window still ends an epoch with an optimiser step
+    steps_per_epoch = math.ceil(batches_per_epoch / train_cfg.grad_accum)
+    return max(1, math.ceil(train_cfg.epochs * steps_per_epoch))
 
 
 def needs_estimate(cfg) -> bool:

@@ -31,11 +31,11 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from percontrast_cli import __version__
-from percontrast_cli.runtime.distributed import broadcast, is_main, rank_and_world, settle
+from percontrast_cli.runtime.distributed import barrier, is_main, main_decides, rank_and_world
 from percontrast_cli.runtime.errors import FILESYSTEM_ERRNOS, PercontrastError, filesystem_message
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.store import integrity
-from percontrast_cli.store.fingerprint import fingerprint
+from percontrast_cli.store.fingerprint import fingerprint, library_versions
 from percontrast_cli.store.manifest import (
     MANIFEST,
     NO_MANIFEST,
@@ -55,6 +55,7 @@ VERIFIED = ".verified"  # integrity verdicts, see integrity.VerifiedCache
 ID_PATTERN = re.compile(r"[0-9a-f]{6,64}")
 # Below this much free space a stage that has to write stops before its work, not in the middle of it.
 MIN_FREE_BYTES = 1 << 20
+LOCK_HEARTBEAT_SECONDS = 60.0  # a job waiting for another's artifact says so this often
 
 
 def job_records(path: Path) -> list[Path]:
@@ -72,6 +73,14 @@ def payload_files(path: Path) -> dict[str, dict]:
     """Every file under an artifact directory except the manifest, with its size and content hash: the
     manifest's `payload` (also for scripts that rewrite an artifact's files in place)."""
     return integrity.payload_entries(path, exclude=MANIFEST)
+
+
+def acquired(lock: FileLock, timeout: float) -> bool:
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        return False
+    return True
 
 
 def _host() -> str:
@@ -119,17 +128,9 @@ class ArtifactStore:
         publishes the artifact (or its stage ends): two jobs that need the same artifact (a parallel sweep,
         Slurm jobs on a shared file system) build it once, and the second waits, then reuses it. In a
         multi-process run, rank 0 decides (and holds the lock) and the other ranks follow its decision (or
-        its error: a rank that raised alone would leave the others waiting)."""
+        its error), waiting for it outside any collective (distributed.main_decides)."""
         if rank_and_world()[1] > 1:
-            decision = None
-            if is_main():
-                try:
-                    decision = "found" if self._claim(kind, artifact_id) is not None else "build"
-                except PercontrastError as exc:
-                    decision = f"error:{exc}"
-            decision = broadcast(decision)
-            if decision.startswith("error:"):
-                raise PercontrastError(decision.removeprefix("error:"))
+            decision = main_decides(lambda: "build" if self._claim(kind, artifact_id) is None else "found")
             return self.find(kind, artifact_id) if decision == "found" else None
         return self._claim(kind, artifact_id)
 
@@ -142,11 +143,13 @@ class ArtifactStore:
         lock = FileLock(str(locks / f"{kind}-{artifact_id}.lock"))
         with self.writing(f"{kind} artifact {artifact_id}", locks):
             locks.mkdir(parents=True, exist_ok=True)
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                say(f"[yellow]waiting[/yellow] for {kind} {artifact_id}: another process is building it")
-                lock.acquire()
+            waited = 0
+            while not acquired(lock, timeout=0 if waited == 0 else LOCK_HEARTBEAT_SECONDS):
+                state = (
+                    "waiting" if waited == 0 else f"still waiting ({waited * LOCK_HEARTBEAT_SECONDS:.0f} s)"
+                )
+                say(f"[yellow]{state}[/yellow] for {kind} {artifact_id}: another process is building it")
+                waited += 1
         self.held[(kind, artifact_id)] = lock
         found = self.find(kind, artifact_id)
         if found is not None:  # built by the process we waited for
@@ -342,7 +345,6 @@ class ArtifactStore:
         final = self.root / kind / artifact_id
         owner = f"{_host()}-{os.getpid()}"
         tmp = self.root / kind / f"{TMP_PREFIX}{artifact_id}-{owner}-{uuid.uuid4().hex[:8]}"
-        failure = None
         try:
             with self.writing(what, tmp):
                 tmp.mkdir(parents=True)
@@ -352,32 +354,37 @@ class ArtifactStore:
                     "created": time.time(),
                     "created_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "code_version": __version__,
+                    "versions": library_versions(),  # recorded, not keyed
                     "config": config,
                     "inputs": inputs,
                     **extra,
                 }
                 yield tmp, manifest
-                if not is_main():
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    return
-                refuse_broken_weights(tmp, what)
-                follow_umask(tmp)  # readable by the group where the store is group-shared
-                manifest["payload"] = payload_files(tmp)
-                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-                if final.exists() and (reason := incomplete_reason(final)) is not None:
-                    self.move_aside(kind, final, reason)
-                if final.exists():  # built meanwhile without the lock (a hand copy): its result is equivalent
-                    shutil.rmtree(tmp)
+                if is_main():
+                    self.publish(kind, tmp, final, manifest)
                 else:
-                    tmp.rename(final)
-                    integrity.remember(final, manifest["payload"], self.verified_cache(final))
-        except BaseException as exc:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            failure = exc
-            raise
-        finally:
+            # No collective on a failure path: the other ranks may be inside training's collectives, never
+            # reaching one here. The error ends this rank; the launcher then stops the others.
             self.release(kind, artifact_id)
-            settle(failure)  # every rank leaves together; if one failed (rank 0 publishing), all stop
+            raise
+        self.release(kind, artifact_id)
+        barrier()  # every rank leaves once the artifact is in place
+
+    def publish(self, kind: str, tmp: Path, final: Path, manifest: dict) -> None:
+        refuse_broken_weights(tmp, f"{kind} artifact {final.name}")
+        follow_umask(tmp)  # readable by the group where the store is group-shared
+        manifest["payload"] = payload_files(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        if final.exists() and (reason := incomplete_reason(final)) is not None:
+            self.move_aside(kind, final, reason)
+        if final.exists():  # built meanwhile without the lock (a hand copy): its result is equivalent
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(final)
+            integrity.remember(final, manifest["payload"], self.verified_cache(final))
 
 
 def refuse_broken_weights(directory: Path, what: str) -> None:
