@@ -106,7 +106,10 @@ def cli(*args, cwd=None, env=None):
         (["run", "task.seed=-1"], "task.seed=-1 must be an integer >= 0"),
         (["run", "task.n_test_users=0"], "task.n_test_users=0 must be an integer >= 1"),
         (["run", f"train.steps={2**70}"], "must be an integer in [1, 9223372036854775807]"),
-        (["run", f"+task.extra={2**70}"], "task.extra=1180591620717411303424 is out of range"),
+        (
+            ["run", f"+task.word_limits.extra={2**70}"],
+            "task.word_limits.extra=1180591620717411303424 is out of range",
+        ),
         (["inspect", "example=abc"], "example='abc' must be an integer >= 0"),
         (["inspect", "inspect.top_k=0"], "inspect.top_k=0 must be an integer >= 1"),
         (["run", "eval.meteor=maybe"], "eval.meteor='maybe' must be true or false"),

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -192,6 +193,14 @@ def test_fsdp_on_two_cpu_processes_trains_what_one_process_trains(one_process, t
         AutoModelForCausalLM.from_pretrained(fsdp / "artifacts" / "checkpoint" / checkpoint / "model")
 
 
+def hooked(tmp_path, code: str) -> dict:
+    """The environment of a run whose every Python process first runs `code` (a sitecustomize module)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(code)  # imported at start-up by every Python process
+    return {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+
+
 INJECTED = """
 import os
 if os.environ.get("RANK") == "0":
@@ -206,22 +215,15 @@ if os.environ.get("RANK") == "0":
 
 @pytest.mark.slow
 def test_a_rank_0_publish_failure_ends_every_rank_with_one_error(tmp_path):
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(INJECTED)  # imported at start-up by every Python process
-    path = os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])
     result = run(
         tmp_path / "out", "estimate", "experiment=miniature", "train.warmup_steps=0", "distributed=ddp",
-        *TWO, f"hydra.run.dir={tmp_path}/job", returncode=1, timeout=300, env={"PYTHONPATH": path},
+        *TWO, f"hydra.run.dir={tmp_path}/job", returncode=1, timeout=300, env=hooked(tmp_path, INJECTED),
     )  # fmt: skip
     errors = [line for line in result.stderr.splitlines() if "percontrast: error" in line]
     assert len(errors) == 1 and errors[0].startswith("percontrast: error: OSError: disk full (injected)")
     assert "rank 0 of 2" in errors[0]
     assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
     assert "disk full (injected)" in (tmp_path / "job" / "worker_errors" / "rank0.traceback.txt").read_text()
-    assert not (
-        tmp_path / "job" / "worker_errors" / "rank1.json"
-    ).exists()  # rank 1 stopped, reported nothing
 
 
 @pytest.mark.slow
@@ -239,3 +241,76 @@ def test_estimate_sharded_over_two_processes_gives_the_scores_of_one(tmp_path):
     assert np.array_equal(scores[0]["offsets"], scores[1]["offsets"])  # the same examples, in the same order
     # per-process thread counts change float summation order: equal to float tolerance
     np.testing.assert_allclose(scores[0]["scores"], scores[1]["scores"], atol=1e-5)
+
+
+# Rank 1 runs out of memory in its third training step; rank 0 is then inside that step's gradient all-reduce.
+OOM_MID_TRAINING = """
+import os
+if os.environ.get("RANK") == "1":
+    import percontrast_cli.method.losses as losses
+
+    calls, plain = [0], losses.weighted_nll
+
+    def failing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("CUDA out of memory (injected on rank 1)")
+        return plain(*args, **kwargs)
+
+    losses.weighted_nll = failing
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_failing_mid_training_ends_every_rank_promptly_with_its_error(tmp_path):
+    """No collective on the failure path: the failing rank reports and exits, the launcher stops the others
+    (before, the failing rank waited in a gather the others never entered, until the group's timeout)."""
+    start = time.monotonic()
+    result = run(
+        tmp_path / "out", "train", "experiment=miniature", "train.warmup_steps=0", "train.steps=6",
+        "distributed=ddp", *TWO, "distributed.timeout_s=900", f"hydra.run.dir={tmp_path}/job",
+        returncode=1, timeout=600, env=hooked(tmp_path, OOM_MID_TRAINING),
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    errors = [line for line in result.stderr.splitlines() if "percontrast: error" in line]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "CUDA out of memory (injected on rank 1)" in errors[0] and "rank 1 of 2" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert elapsed < 300  # bounded by the launcher, far below the 900 s process-group timeout
+    assert not list((tmp_path / "out" / "artifacts").glob("checkpoint/*"))
+
+
+@pytest.mark.slow
+def test_a_ddp_job_waits_for_a_warmup_another_job_holds_without_a_collective_timing_out(tmp_path):
+    """Another job (here: this test) holds the warm-up's lock for three times the process-group timeout; the
+    DDP job's rank 0 waits for it while rank 1 polls for the decision outside any collective, then builds
+    the warm-up itself and trains (before, rank 1 sat in a broadcast and the job died at the timeout)."""
+    from filelock import FileLock
+
+    scratch = tmp_path / "scratch"
+    run(scratch, "estimate", "experiment=miniature", "train.batch_size=4", f"hydra.run.dir={scratch}/job")
+    warmup = json.loads((scratch / "job" / "artifacts.json").read_text())["start"]
+    root, timeout = tmp_path / "out", 10
+    lock = FileLock(str(root / "artifacts" / ".locks" / f"checkpoint-{warmup}.lock"))
+    (root / "artifacts" / ".locks").mkdir(parents=True)
+    lock.acquire()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "percontrast_cli.cli", "train", "experiment=miniature", "distributed=ddp",
+         *TWO, f"distributed.timeout_s={timeout}", f"hydra.run.dir={tmp_path}/job"],
+        env={**os.environ, "PERCONTRAST_OUTPUTS": str(root)}, cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and job.poll() is None:
+            logs = "".join(p.read_text() for p in (tmp_path / "job").glob("*.log"))
+            if f"waiting for checkpoint {warmup}" in logs:
+                break
+            time.sleep(1)
+        assert job.poll() is None, job.communicate()[1][-3000:]
+        time.sleep(3 * timeout)  # the job waits longer than any collective may
+    finally:
+        lock.release()
+    out, err = job.communicate(timeout=600)
+    assert job.returncode == 0, err[-3000:]
+    assert warmup in published(root, "checkpoint") and len(published(root, "checkpoint")) == 2

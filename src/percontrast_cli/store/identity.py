@@ -66,7 +66,7 @@ NO_JUDGE = ("none", "null", "", None)
 
 def judged(cfg) -> bool:
     """Whether an eval runs an LLM judge: eval.judge names one, or task=aloe (its judge scores each reply)."""
-    return cfg.task.source == "aloe" or str(cfg.eval.judge) not in NO_JUDGE
+    return cfg.task.source == "aloe" or cfg.eval.judge not in NO_JUDGE
 
 
 # Modules that run only under some settings: left out of a kind's code where their predicate is false.
