@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from percontrast_cli.data.encode import IGNORE, Collator
 from percontrast_cli.method.contrast import has_active_dropout
-from percontrast_cli.method.trainer import FILLER, RankShare, ScoreTable, WithFiller, rebuilt
+from percontrast_cli.method.gathered import rebuilt
+from percontrast_cli.method.trainer import FILLER, RankShare, ScoreTable, WithFiller
 from percontrast_cli.modeling.forward import target_logits
 from percontrast_cli.modeling.lora import wrap_lora
 from percontrast_cli.runtime import distributed

@@ -40,7 +40,6 @@ def train_checkpoint(
 ) -> dict[int, Artifact]:
     """Train from `start` and publish a `checkpoint` artifact (skipped when it already exists), and one at
     each of ``at_steps`` on the way (0: `start` itself); returns them by step, the end at ``steps``.
-
     ``scores``: the estimate (refresh=rounds: the first round's) or reference artifact whose per-token values
     the weighting reads; without it a PerContrast weighting re-estimates inside every step."""
     cfg = ctx.cfg
@@ -51,9 +50,7 @@ def train_checkpoint(
     missing = {
         step: point for step, point in points.items() if ctx.store.find("checkpoint", point.id) is None
     }
-    # The Trainer's own checkpoints hold the state of one process layout (DDP's, FSDP's shards): a resume
-    # under another layout starts its own work dir instead of loading state that does not fit.
-    layout = f"{cfg.distributed.name}-{process_count(cfg)}"
+    layout = f"{cfg.distributed.name}-{process_count(cfg)}"  # a resume under another would not fit its state
     work_dir = ctx.store.root / ".work" / f"checkpoint-{identity.id}-{layout}"
     # recorded, not part of the id (the data and the settings that matter are)
     extra = {"tag": tag, "train_task": cfg.task.name}
@@ -205,18 +202,13 @@ def starting_point(ctx: Context, data: TaskData) -> Artifact:
 
 
 def total_steps(train_cfg, n_examples: int, processes: int | None = None) -> int:
-    """Optimiser steps of the main training: ``train.steps``, or ``train.epochs`` passes over the data.
-
-    An epoch is counted in examples over all processes (default: this run's process count): each step's
-    micro-batch is ``batch_size`` examples on each of the processes, so N processes at batch B/N take the
-    steps of one process at batch B (see RankShare), not N times as many epochs."""
+    """Optimiser steps of the main training: ``train.steps``, or ``train.epochs`` passes over the data, in
+    examples over all processes (N processes at batch B/N take the steps of one at batch B: RankShare), as
+    the Trainer counts them: a short last accumulation window still ends an epoch with a step."""
     if train_cfg.epochs is None:
         return int(train_cfg.steps)
-    processes = processes or rank_and_world()[1]
-    batches_per_epoch = math.ceil(n_examples / (train_cfg.batch_size * processes))
-    # as the Trainer counts: a short last accumulation window still ends an epoch with an optimiser step
-    steps_per_epoch = math.ceil(batches_per_epoch / train_cfg.grad_accum)
-    return max(1, math.ceil(train_cfg.epochs * steps_per_epoch))
+    batches = math.ceil(n_examples / (train_cfg.batch_size * (processes or rank_and_world()[1])))
+    return max(1, math.ceil(train_cfg.epochs * math.ceil(batches / train_cfg.grad_accum)))
 
 
 def needs_estimate(cfg) -> bool:

@@ -181,6 +181,8 @@ LEAVES: dict[str, Leaf] = {
     "eval.temperature": keys("eval", how="decoding (0: greedy; > 0 samples, and the seed keys too)"),
     "eval.top_p": keys("eval", how="with eval.temperature > 0"),
     "eval.samples": keys("eval", how="generations per test target"),
+    "eval.decoding": keys("eval", how="plain or context-aware decoding (cad)"),
+    "eval.cad_alpha": keys("eval", how="with eval.decoding=cad"),
     "eval.at_steps": never(
         "which checkpoints of a run are evaluated: each point is its own checkpoint input"
     ),
