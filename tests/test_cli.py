@@ -150,8 +150,10 @@ def test_bad_input_is_one_clear_line_and_exit_2(args, message, tmp_path, monkeyp
 def test_help_lists_stages_and_groups(tmp_path):
     result = cli("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for word in ("estimate", "train", "eval", "run", "loss", "ce, perce", "synthetic_review", "wandb"):
+    for word in ("estimate", "train", "eval", "run", "plan", "ls", "env", "synthetic_review", "wandb"):
         assert word in result.stdout
+    losses = sorted(p.stem for p in (resources.files("percontrast_cli") / "conf" / "loss").iterdir())
+    assert f"loss         {', '.join(s for s in losses if s != '__init__')}" in result.stdout
 
 
 def group_options():
