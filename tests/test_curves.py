@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from percontrast_cli.method.schedule import why_not_prefix
 
+from .test_cli import cli as failing_cli
 from .test_end_to_end import artifact_ids, cli
 
 MINIATURE = ("experiment=miniature", "loss=ce")
@@ -146,14 +147,7 @@ def test_points_added_later_train_again_only_up_to_the_last_one(tmp_path):
 )
 def test_bad_at_steps_is_one_line(tmp_path, value, message):
     command = ["run", *MINIATURE, "train.steps=6", f"eval.at_steps={value}"]
-    env = {**os.environ, "PERCONTRAST_OUTPUTS": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "percontrast_cli.cli", *command],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    )
+    result = failing_cli(*command, cwd=tmp_path, env={**os.environ, "PERCONTRAST_OUTPUTS": str(tmp_path)})
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
