@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from percontrast_cli.evaluation.aloe import SCORES
+from percontrast_cli.reporting.plots import pyplot
 from percontrast_cli.reporting.stats import (
     BOOTSTRAP_SAMPLES,
     LEVEL,
@@ -162,11 +163,7 @@ def aloe_report(store: ArtifactStore, summary: list[dict], out_dir: Path) -> str
 
 def plot_al(groups: list[tuple[str, dict]], rounds: int, path: Path) -> None:
     """AL(k) against k, a line (with its interval as a band) per group: CE vs PerCE at a glance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ks = np.arange(1, rounds + 1)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for index, (label, found) in enumerate(groups):
