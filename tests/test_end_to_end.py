@@ -117,6 +117,21 @@ def test_rounds_bootstrap_and_mismatched_estimate(tmp_path):
     assert f"estimate artifact {estimate_id}" in result.stderr and "training data" in result.stderr
     assert len(artifact_ids(root, "model")) == 1  # rejected before building anything for the new data
 
+    # the same data under another counterfactual profile or prompt: the scores would weight another method
+    for override, recorded in (("estimator.counterfactual=empty", "'drop'"), ("retrieval.k=1", "5")):
+        other = subprocess.run(
+            [sys.executable, "-m", "percontrast_cli.cli", "train", "experiment=miniature",
+             "estimator.refresh=rounds", f"estimate={estimate_id}", override],
+            capture_output=True, text=True, cwd=tmp_path, env=env,
+        )  # fmt: skip
+        key = override.split("=")[0]
+        assert other.returncode == 2, other.stderr[-2000:]
+        assert f"but estimate {estimate_id} was scored with {key}={recorded}" in other.stderr, other.stderr
+    checkpoints = len(artifact_ids(root, "checkpoint"))
+    cli("train", "experiment=miniature", "estimator.refresh=rounds", f"estimate={estimate_id}", root=root,
+        cwd=tmp_path)  # fmt: skip
+    assert len(artifact_ids(root, "checkpoint")) == checkpoints + 1  # the matching settings train
+
 
 def test_baselines_train_and_evaluate(tmp_path):
     """LossCE (with its reference artifact), EntCE and DFT through the CLI, each logging its weights."""

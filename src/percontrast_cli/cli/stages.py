@@ -22,7 +22,7 @@ from percontrast_cli.steps.context import Context, pick_device
 from percontrast_cli.steps.dialogue import evaluate_dialogue
 from percontrast_cli.steps.evaluation import evaluate
 from percontrast_cli.steps.example_loss import losses_by_normalizer
-from percontrast_cli.steps.inherit import inherit
+from percontrast_cli.steps.inherit import check_estimate_fits, inherit
 from percontrast_cli.steps.models import base_model, load_model, named_checkpoint
 from percontrast_cli.steps.produce import job_dir, record
 from percontrast_cli.steps.scoring import estimate, given_estimate, scored_tokens
@@ -193,6 +193,8 @@ def prepare(stage: str, cfg, overrides: list[str]):
     """Before a stage runs (and before any worker starts): a consumer takes its input's recorded settings.
     `eval checkpoint=X` and `inspect estimate=X` run on X's task, data, prompt and lengths unless the command
     line sets them (see steps.inherit); so does `inspect inspect.show=prompt checkpoint=X`."""
+    if stage in ("train", "run") and cfg.estimate is not None:  # its scores, under this run's settings
+        check_estimate_fits(cfg, ArtifactStore(cfg.paths.artifacts).resolve("estimate", cfg.estimate))
     ref_key = {"eval": "checkpoint", "inspect": "estimate"}.get(stage)
     if stage == "inspect" and cfg.inspect.show == "prompt" and cfg.estimate is None:
         ref_key = "checkpoint"  # the prompts the checkpoint was trained on

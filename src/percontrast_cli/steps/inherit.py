@@ -24,6 +24,17 @@ INHERITED = (
 )
 # Settings whose value must equal the input's for its scores to apply (an estimate's training data).
 MUST_MATCH = {"estimate": ("task", "data")}
+# What an estimate's scores are, beyond its data and tokenizer (checked where they are loaded): the prompt
+# they were teacher-forced under and the counterfactual profile P'. `train estimate=X` weights its tokens
+# with X's scores, so a run under other settings would train another method than the one it records.
+DEFINES_ESTIMATE = (
+    "prompt",
+    "retrieval",
+    "task.longlamp_connector",
+    "model.max_length",
+    "model.chat_template",
+    "estimator.counterfactual",
+)
 
 
 def parsed(overrides: list[str]) -> list[tuple[str, object]]:
@@ -100,3 +111,30 @@ def check_usable(cfg, artifact: Artifact, given) -> None:
                     f"{key}={before.get(key)!r}: its scores fit only its own training data "
                     "(drop the override)"
                 )
+
+
+def check_estimate_fits(cfg, artifact: Artifact) -> None:
+    """`train estimate=X`: the run's prompt and counterfactual settings must be X's (one line naming the
+    first that differs, both values, and the two ways out)."""
+    recorded = OmegaConf.create(artifact.manifest.get("run_config") or {})
+    if not recorded:
+        return
+    for key in DEFINES_ESTIMATE:
+        if (found := OmegaConf.select(recorded, key, default=ABSENT)) is ABSENT:
+            continue  # recorded by a version without this setting: nothing to compare
+        before = leaves(container(found), key)
+        now = leaves(container(OmegaConf.select(cfg, key)), key)
+        for leaf in sorted(set(before) | set(now)):
+            if before.get(leaf) != now.get(leaf):
+                raise PercontrastError(
+                    f"{leaf}={now.get(leaf)!r}, but estimate {artifact.id} was scored with "
+                    f"{leaf}={before.get(leaf)!r}: its weights belong to that setting (set {leaf}="
+                    f"{before.get(leaf)!r}, or let the run re-estimate without estimate=)"
+                )
+
+
+ABSENT = object()
+
+
+def container(node):
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
