@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -93,6 +94,8 @@ def test_curve_points_are_trained_once_evaluated_and_reported_by_step(tmp_path):
     assert all(float(r["train_tokens_mean"]) > 0 and float(r["train_seconds_mean"]) > 0 for r in rows)
     for row in rows:  # each PerCE point is paired with CE at the same step
         assert (row["persona_recall_delta"] != "") == (row["loss"] == "perce")
+    # each PerCE point against the CE points around its measured seconds (PerCE's steps cost more)
+    assert "## Compute-matched" in (report_dir / "report.md").read_text()
     plots = sorted(p.name for p in report_dir.glob("learning_curves_vs_*.png"))
     assert plots == [
         "learning_curves_vs_seconds.png",
@@ -200,3 +203,45 @@ def test_claims_curves_gpu_dry_runs_both_arms_and_reports_curves(tmp_path):
     assert (
         root / "artifacts" / "checkpoint" / job["checkpoint"] / "adapter"
     ).is_dir()  # the LoRA arm is LoRA
+
+
+def test_compute_matched_meets_the_ce_points_around_each_point_s_measured_seconds():
+    from percontrast_cli.reporting import compute_matched, report
+
+    from .test_report_stats import eval_row
+
+    users = [f"u{i // 2}" for i in range(20)]
+    base = np.linspace(0.2, 0.4, 20)
+    ce_seconds = {0: 0.0, 3: 30.0, 8: 80.0, 24: 240.0}
+    perce_seconds = {3: 45.0, 8: 120.0, 24: 360.0}
+
+    def point(seed, loss, step, seconds, scores, lr=5e-5):
+        row = eval_row(seed, loss, scores, users)
+        row["options"].update({"step": step, "train.lr": lr})
+        row["metrics"]["train_seconds"] = seconds + seed  # each seed its own measured time
+        return row
+
+    rows = []
+    for seed in (0, 1):
+        rows += [point(seed, "ce", step, s, base + step / 100) for step, s in ce_seconds.items()]
+        rows += [point(seed, "perce", step, s, base + step / 50) for step, s in perce_seconds.items()]
+        rows.append(point(seed, "ce", 8, 50.0, base, lr=5e-4))  # another run setting: never met
+    summary = report.summarize(rows, ["loss", "step", "train.lr"])
+    found = compute_matched.compute_matched(summary, ["rougeL"])
+    met = sorted((c["point"]["options"]["step"], c["ce"]["options"]["step"], c["ce_has"]) for c in found)
+    # 45 s lies between CE's 30 s (step 3) and 80 s (step 8); 360 s is past CE's last point: one side
+    assert met == [(3, 3, "fewer"), (3, 8, "more"), (8, 8, "fewer"), (8, 24, "more"), (24, 24, "fewer")]
+    assert all(c["ce"]["options"]["train.lr"] == 5e-5 for c in found)
+    by_pair = {
+        (c["point"]["options"]["step"], c["ce"]["options"]["step"]): c["paired"]["rougeL"] for c in found
+    }
+    # the paired Δ between two different steps is the plain mean difference of their scores
+    assert by_pair[(8, 24)]["diff"] == pytest.approx(8 / 50 - 24 / 100)
+    assert by_pair[(8, 24)]["high"] < 0 and by_pair[(3, 3)]["low"] > 0
+    section = "\n".join(compute_matched.compute_matched_section(summary, ["rougeL"]))
+    assert "| loss=perce, step=8, train.lr=5e-05 | 120 | step 24 | 240 | more seconds |" in section
+    assert "crossed bootstrap: seeds x users" in section
+    assert (
+        compute_matched.compute_matched_section(report.summarize(rows[:4], ["loss", "step"]), ["rougeL"])
+        == []
+    )
