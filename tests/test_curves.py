@@ -245,3 +245,53 @@ def test_compute_matched_meets_the_ce_points_around_each_point_s_measured_second
         compute_matched.compute_matched_section(report.summarize(rows[:4], ["loss", "step"]), ["rougeL"])
         == []
     )
+
+
+def test_step_zero_is_one_model_under_every_loss_not_a_comparison():
+    from percontrast_cli.reporting import curves, report, verdicts
+
+    from .test_report_stats import eval_row
+
+    users = [f"u{i // 2}" for i in range(20)]
+    base = np.linspace(0.2, 0.4, 20)
+    rows = []
+    for seed in (0, 1):
+        start = eval_row(seed, "ce", base, users)
+        start["id"] = f"start{seed}"
+        for loss in ("ce", "perce"):  # the shared start: the same eval under both losses' labels
+            rows.append({**start, "options": {"seed": seed, "loss": loss, "step": 0}})
+            for step in (3, 24):
+                row = eval_row(seed, loss, base + step / (100 if loss == "ce" else 50), users)
+                row.update(id=f"{loss}{seed}-{step}", options={**row["options"], "step": step})
+                rows.append(row)
+    summary = report.summarize(rows, ["loss", "step"])
+    assert [e["label"] for e in summary][:3] == ["loss=ce, step=0", "loss=ce, step=3", "loss=ce, step=24"]
+    by_label = {e["label"]: e for e in summary}
+    assert "paired" not in by_label["loss=perce, step=0"]  # no Δ of a model with itself
+    assert by_label["loss=perce, step=3"]["paired"]["rougeL"]["low"] > 0
+    ce_start = by_label["loss=ce, step=0"]["values"]["rougeL"][0]
+    assert curves.band_at(by_label["loss=perce, step=0"], summary, "rougeL") == (ce_start, ce_start)
+    found = verdicts.intervals(summary)
+    assert len(found) == 2 * len(by_label["loss=perce, step=3"]["paired"])  # steps 3 and 24 only
+
+
+def test_a_metric_that_is_zero_in_every_eval_is_named():
+    from percontrast_cli.reporting import report, verdicts
+
+    from .test_report_stats import eval_row
+
+    rows = []
+    for seed, loss in ((0, "ce"), (0, "perce")):
+        row = eval_row(seed, loss, [0.2, 0.6])
+        row["id"] = loss
+        row["metrics"]["persona_slot_sentence_rate"] = 0.0  # the other metric, rougeL, differs
+        for example in row["examples"].values():  # the persona rows an eval writes: no slot sentence
+            example.update(persona_over_inserted=[], persona_absent=[], persona_leaked=[])
+            example.update(persona_slot_written={}, persona_slot_correct={})
+        rows.append(row)
+    lines = verdicts.zero_lines(report.summarize(rows, ["loss"]))
+    assert len(lines) == 1 and lines[0].startswith(
+        "persona_slot_sentence_rate is 0 in every one of the 2 evals"
+    )
+    assert "persona_slot_accuracy) is undefined" in lines[0]
+    assert verdicts.zero_lines(report.summarize(rows[:1], ["loss"])) == []  # one eval: nothing to tell apart

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from percontrast_cli.reporting.metric_table import arrow, family
 from percontrast_cli.reporting.plots import LEGEND, pyplot
-from percontrast_cli.reporting.stats import baseline_of, interval_description
+from percontrast_cli.reporting.stats import baseline_of, interval_description, same_evals
 from percontrast_cli.store.artifacts import job_records
 
 STEP = "step"  # the option a curve's rows carry
@@ -148,9 +148,11 @@ def band_at(entry: dict, summary: list[dict], metric: str) -> tuple[float, float
     """Where the paired interval puts `entry`'s metric: CE's mean at the same point + [low, high] of Δ."""
     found = entry.get("paired", {}).get(metric)
     baseline = baseline_of(entry, summary)
-    if found is None or baseline is None or metric not in baseline["values"]:
+    if baseline is None or metric not in baseline["values"]:
         return None
     ce = baseline["values"][metric][0]
+    if found is None:  # step 0: CE's own model, the band closes on CE's mean
+        return (ce, ce) if same_evals(entry, baseline) else None
     return ce + found["low"], ce + found["high"]
 
 

@@ -23,7 +23,7 @@ from percontrast_cli.reporting.plots import (
     plot_token_losses,
     plot_transfer_matrix,
 )
-from percontrast_cli.reporting.stats import baseline_of, paired_difference
+from percontrast_cli.reporting.stats import baseline_of, paired_difference, same_evals
 from percontrast_cli.reporting.tables import write_tables
 from percontrast_cli.reporting.verdicts import Declared
 from percontrast_cli.runtime.errors import PercontrastError
@@ -165,7 +165,7 @@ def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
         groups.setdefault(tuple(row["options"].get(k) for k in keys), []).append(row)
     metrics = report_metrics(rows)
     summary = []
-    for values, members in sorted(groups.items(), key=lambda kv: json.dumps(kv[0], default=str)):
+    for values, members in sorted(groups.items(), key=lambda kv: tuple(map(option_order, kv[0]))):
         entry = {"options": dict(zip(keys, values, strict=True)), "n": len(members), "rows": members}
         entry["seeds"] = sorted(m["options"]["seed"] for m in members)
         ids = {i for m in members for i in m["examples"]}
@@ -181,6 +181,13 @@ def summarize(rows: list[dict], keys: list[str]) -> list[dict]:
     add_labels(summary, keys)
     add_gains(summary, metrics)
     return summary
+
+
+def option_order(value) -> tuple:
+    """Groups in numeric order of their settings (step 3 before 24), other values in their JSON order."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, json.dumps(value, default=str))
 
 
 def add_labels(summary: list[dict], keys: list[str]) -> None:
@@ -204,7 +211,7 @@ def add_gains(summary: list[dict], metrics: list[str]) -> None:
     difference with its bootstrap interval, for every metric with per-example rows."""
     for entry in summary:
         baseline = baseline_of(entry, summary)
-        if baseline is None:
+        if baseline is None or same_evals(entry, baseline):  # a curve's step 0: one model, not a comparison
             continue
         mine, theirs = entry["values"], baseline["values"]
         entry["gain"] = {

@@ -232,3 +232,9 @@ def baseline_of(entry: dict, summary: list[dict]) -> dict | None:
         ),
         None,
     )
+
+
+def same_evals(entry: dict, baseline: dict) -> bool:
+    """Whether a group's evals are its CE group's own (a learning curve's step 0: the shared starting model
+    under every loss's label): nothing to compare, no Δ."""
+    return {r.get("id") for r in entry["rows"]} == {r.get("id") for r in baseline["rows"]} != {None}

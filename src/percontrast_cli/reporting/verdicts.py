@@ -109,6 +109,29 @@ def judge_system_line(summary: list[dict]) -> str | None:
     )
 
 
+ZERO_HINTS = {  # why a metric can be 0 everywhere, and what to do about it
+    "persona_slot_sentence_rate": "no generation wrote a known paraphrase of a slot's template sentence, so "
+    "slot-conditional accuracy (persona_slot_accuracy) is undefined here; the values are still counted by "
+    "persona_recall_slot (add the paraphrases the models write to the task's pool file to measure it)",
+}
+
+
+def zero_lines(summary: list[dict]) -> list[str]:
+    """A line per metric that is 0 in every eval of the report: it cannot tell these runs apart, and a reader
+    should not take its columns for a measured tie."""
+    rows = {row["id"]: row for entry in summary for row in entry["rows"] if "id" in row}
+    if len(rows) < 2:
+        return []
+    names = dict.fromkeys(m for row in rows.values() for m in row["metrics"])
+    lines = []
+    for metric in names:
+        values = [row["metrics"].get(metric) for row in rows.values()]
+        if all(isinstance(v, int | float) and v == 0 for v in values):
+            hint = ZERO_HINTS.get(metric, "it cannot tell these runs apart")
+            lines.append(f"{metric} is 0 in every one of the {len(rows)} evals: {hint}")
+    return lines
+
+
 def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
     """The lines that answer the declared question: the primary metric's Δ per group, the TOST verdicts and
     the chance line (for report.md and the console alike)."""
@@ -133,7 +156,7 @@ def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
         lines.append(chance)
     if (judged := judge_system_line(summary)) is not None:
         lines.append(judged)
-    return lines
+    return lines + zero_lines(summary)
 
 
 NOTHING_DECLARED = Declared()
