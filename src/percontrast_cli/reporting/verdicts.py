@@ -116,6 +116,9 @@ ZERO_HINTS = {  # why a metric can be 0 everywhere, and what to do about it
 }
 
 
+ZERO_IS_HEALTHY = {"empty_generations"}  # 0 everywhere is the expected state, not a blind metric
+
+
 def zero_lines(summary: list[dict]) -> list[str]:
     """A line per metric that is 0 in every eval of the report: it cannot tell these runs apart, and a reader
     should not take its columns for a measured tie."""
@@ -126,7 +129,7 @@ def zero_lines(summary: list[dict]) -> list[str]:
     lines = []
     for metric in names:
         values = [row["metrics"].get(metric) for row in rows.values()]
-        if all(isinstance(v, int | float) and v == 0 for v in values):
+        if metric not in ZERO_IS_HEALTHY and all(isinstance(v, int | float) and v == 0 for v in values):
             hint = ZERO_HINTS.get(metric, "it cannot tell these runs apart")
             lines.append(f"{metric} is 0 in every one of the {len(rows)} evals: {hint}")
     return lines
