@@ -3,6 +3,7 @@
 #   bash scripts/claims.sh methods|lr|transfer|strength|headroom|all
 #   bash scripts/claims.sh pretrained     (issue 19; not part of `all`: SmolLM2 full fine-tuning, 88 min measured on 2 CPU cores)
 #   bash scripts/claims.sh curves [--gpu] [--dry]   (issue 30; not part of `all`: learning curves from the base)
+#   bash scripts/claims.sh curves_sampled [--gpu] [--dry]   (only the sampled-decoding evals of the curves' ends)
 # CLAIMS_OVERRIDES (env) adds Hydra overrides to every job, e.g. smaller sizes for a smoke test.
 # Each study is a sweep of an `experiment=claims_*` preset into a fixed sweep dir and ends in a report under
 # $PERCONTRAST_OUTPUTS/reports/claims_<study>. Re-runnable: every finished job is skipped (its artifacts
@@ -93,7 +94,7 @@ if [[ $which == pretrained ]]; then
   report pretrained "$sweeps/ce" "$sweeps/methods" "$sweeps/perce_upweight"
   { echo; cat "$out/gate.md"; } >> "$out/report.md"
 fi
-if [[ $which == curves ]]; then
+if [[ $which == curves || $which == curves_sampled ]]; then
   # Issue 30: learning curves of SmolLM2 from the base model (experiment=claims_curves), CE vs PerCE, evaluated
   # along each run (eval.at_steps), full fine-tuning and a LoRA arm (lr 5e-4, as persona_real). One seed at a
   # time, seed 0 first, the reports rewritten after each: a run cut off still answers with the seeds it has.
@@ -118,7 +119,7 @@ if [[ $which == curves ]]; then
     case $arg in
       --gpu) gpu=true ;;
       --dry) dry=true ;;
-      *) echo "claims.sh curves: unknown option $arg (use --gpu, --dry)" >&2; exit 2 ;;
+      *) echo "claims.sh $which: unknown option $arg (use --gpu, --dry)" >&2; exit 2 ;;
     esac
   done
   seeds=${CURVES_SEEDS:-0 1 2}
@@ -165,6 +166,7 @@ if [[ $which == curves ]]; then
       "report.title='Learning curves: $out'"
   }
   done_seeds=()
+  [[ $which == curves_sampled ]] && seeds=""  # the curves have run: only their ends, decoded by sampling
   for seed in $seeds; do
     done_seeds+=("$seed")
     stamp "$name: full fine-tuning from the base, CE and PerCE, seed $seed"
@@ -178,6 +180,29 @@ if [[ $which == curves ]]; then
     if [[ $lora != 0 ]]; then
       curves_report "${name}_lora" "${done_seeds[@]/#/$sweeps/lora/seed}"
     fi
+  done
+  # Greedy decoding of this small model falls into repetition loops (scripts/curves_repetition.py counts
+  # them), so the end checkpoints of every arm are also decoded as the paper does: temperature 0.4, one sample
+  # a target, seeded per target. Found checkpoints, new evals only; CURVES_SAMPLED_ARMS trims the arms.
+  for arm in ${CURVES_SAMPLED_ARMS:-full lora}; do
+    [[ $arm == lora && $lora == 0 ]] && continue
+    arm_options=()
+    [[ $arm == lora ]] && arm_options=(train.peft=lora train.lr=5e-4)
+    checkpoints=$(python - "$sweeps/$arm" <<'PY'
+import json, pathlib, sys
+jobs = sorted(pathlib.Path(sys.argv[1]).glob("seed*/*/artifacts.json"))
+print(",".join(sorted({json.loads(job.read_text())["checkpoint"] for job in jobs})))
+PY
+)
+    if [[ -z $checkpoints ]]; then
+      echo "claims.sh $which: no $arm checkpoints under $sweeps/$arm: run 'bash scripts/claims.sh curves' first" >&2
+      exit 1
+    fi
+    stamp "$name: the $arm arm's ends, sampled at temperature 0.4 (the paper's decoding)"
+    time pc eval -m experiment=claims_curves "checkpoint=$checkpoints" "${sizes[@]}" "${arm_options[@]}" \
+      eval.temperature=0.4 'eval.at_steps=[]' '~hydra.sweeper.params.loss' '~hydra.sweeper.params.seed' \
+      "hydra.sweep.dir=$sweeps/${arm}_sampled"
+    curves_report "${name}_${arm}_sampled" "$sweeps/${arm}_sampled"
   done
 fi
 stamp done

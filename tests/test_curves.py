@@ -197,6 +197,16 @@ def test_claims_curves_gpu_dry_runs_both_arms_and_reports_curves(tmp_path):
         assert {r["loss"] for r in rows} == {"ce", "perce"}
         assert (report / "learning_curves_vs_step.png").is_file()
         assert "Primary metric: persona_recall_slot" in (report / "report.md").read_text()
+    for arm in ("full", "lora"):  # each arm's ends, decoded again by sampling (the paper's temperature)
+        with open(root / "reports" / f"claims_curves_gpu_dry_{arm}_sampled" / "report.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert sorted(r["loss"] for r in rows) == ["ce", "perce"] and "step" not in rows[0]
+        sampled = root / "hydra" / "claims_curves_gpu_dry" / f"{arm}_sampled"
+        jobs = sorted(sampled.glob("*/artifacts.json"))
+        assert len(jobs) == 2, jobs  # the CE and the PerCE end of seed 0
+        for job_file in jobs:
+            decoding = manifest(root, "eval", json.loads(job_file.read_text())["eval"])["decoding"]
+            assert decoding["temperature"] == 0.4, decoding
     job = json.loads(
         next((root / "hydra" / "claims_curves_gpu_dry" / "lora").glob("*/*/artifacts.json")).read_text()
     )
