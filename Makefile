@@ -34,7 +34,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 
 install: $(VENV)/.installed-base
 install-real: $(VENV)/.installed-real
-install-dev: $(VENV)/.installed-dev
+install-dev: $(VENV)/.installed-dev install-wordnet
 
 # WordNet for METEOR, from Debian (never downloaded at run time); skipped where it is already installed.
 install-wordnet:
