@@ -46,7 +46,7 @@ if [[ $which == transfer || $which == all ]]; then
   checkpoints=$(python - "$root/hydra/claims_transfer" <<'PY'
 import json, pathlib, sys
 jobs = sorted(pathlib.Path(sys.argv[1]).glob("*/artifacts.json"))
-print(",".join(sorted({json.loads(job.read_text())["checkpoint"] for job in jobs})))
+print(",".join(f"'{c}'" for c in sorted({json.loads(job.read_text())["checkpoint"] for job in jobs})))
 PY
 )
   time pc eval -m experiment=claims_transfer "checkpoint=$checkpoints" \
@@ -191,7 +191,8 @@ if [[ $which == curves || $which == curves_sampled ]]; then
     checkpoints=$(python - "$sweeps/$arm" <<'PY'
 import json, pathlib, sys
 jobs = sorted(pathlib.Path(sys.argv[1]).glob("seed*/*/artifacts.json"))
-print(",".join(sorted({json.loads(job.read_text())["checkpoint"] for job in jobs})))
+# quoted: Hydra reads an unquoted id such as 420540606e36 as the float 4.2e44
+print(",".join(f"'{c}'" for c in sorted({json.loads(job.read_text())["checkpoint"] for job in jobs})))
 PY
 )
     if [[ -z $checkpoints ]]; then
