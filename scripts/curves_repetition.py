@@ -57,6 +57,11 @@ def main() -> None:
             if "eval" not in job:
                 continue  # a job still running (or failed before its eval)
             end = json.loads((eval_dir(args.root, job["eval"]) / "manifest.json").read_text())["run_config"]
+            # the loss and seed the model was trained with (an eval of a found checkpoint keeps the defaults)
+            trained = json.loads(
+                (args.root / "artifacts/checkpoint" / job["checkpoint"] / "manifest.json").read_text()
+            )
+            end = {**end, "loss": trained["config"]["loss"], "seed": trained["config"]["seed"]}
             curve = job.get("curve") or {"end": job["eval"]}
             for step, eval_id in curve.items():
                 step = end["train"]["steps"] if step == "end" else int(step)
