@@ -109,7 +109,8 @@ if [[ $which == curves || $which == curves_sampled ]]; then
   #   full arm: 24 steps (3 epochs of 64 targets) x (16 + 22 s) x 3 seeds                        ~ 46 min
   #             evals: 3 points a job (1/3, 1, 3 epochs) x 6 jobs + the shared base model: 19 x 2.75  ~ 52 min
   #   LoRA arm: 24 steps x (11 + 15 s) x 3 seeds ~ 31 min; its end only: 6 x 2.75                 ~ 17 min
-  #   total ~ 2 h 30 min. CURVES_SEEDS / CURVES_LORA=0 trim it. Not yet run on this machine (issue 30).
+  #   total ~ 2 h 30 min estimated; measured 2026-12-05: 1 h 45 min (full arm 22-24 min a seed, LoRA 10.5-12 min),
+  #   and 11 min for curves_sampled's full arm. CURVES_SEEDS / CURVES_LORA=0 trim it.
   # Interval widths: one seed of persona_real at 30 users gave persona recall Δ +0.368 [+0.283, +0.452]
   # (±0.085); the crossed user x seed interval over 3 seeds is about as wide (users dominate), so effects of
   # ~0.1 in recall are detectable, a 10% relative gain (~0.02-0.07) is not resolved at every point.
