@@ -16,6 +16,14 @@ pc() { python -m percontrast_cli.cli "$@" "${extra[@]}"; }
 stamp() { echo "== $(date -u +%H:%M:%S) $*"; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 plots=${CLAIMS_PLOTS:-personal_token_acc,nonpersonal_token_acc,persona_recall,rougeL}
+sweep_checkpoints() {  # sweep_checkpoints <dir>: the checkpoint ids of the jobs under it, for checkpoint=a,b
+  python - "$1" <<'PY'
+import json, pathlib, sys
+jobs = [json.loads(job.read_text()) for job in pathlib.Path(sys.argv[1]).rglob("artifacts.json")]
+# quoted: Hydra reads an unquoted id such as 420540606e36 as the float 4.2e44
+print(",".join(f"'{c}'" for c in sorted({job["checkpoint"] for job in jobs if job.get("checkpoint")})))
+PY
+}
 report() {  # report <study> <sweep dir>...
   local name=$1 dirs
   shift
@@ -43,12 +51,7 @@ if [[ $which == transfer || $which == all ]]; then
   time pc run -m experiment=claims_transfer
   # every checkpoint of the sweep, evaluated on every task (its own task's eval exists and is skipped); the
   # preset's own sweep (task x loss x seed) is removed: loss and seed come with the checkpoint
-  checkpoints=$(python - "$root/hydra/claims_transfer" <<'PY'
-import json, pathlib, sys
-jobs = sorted(pathlib.Path(sys.argv[1]).glob("*/artifacts.json"))
-print(",".join(f"'{c}'" for c in sorted({json.loads(job.read_text())["checkpoint"] for job in jobs})))
-PY
-)
+  checkpoints=$(sweep_checkpoints "$root/hydra/claims_transfer")
   time pc eval -m experiment=claims_transfer "checkpoint=$checkpoints" \
     task=persona_email,persona_review,persona_topic \
     '~hydra.sweeper.params.task' '~hydra.sweeper.params.loss' '~hydra.sweeper.params.seed' \
@@ -189,13 +192,7 @@ if [[ $which == curves || $which == curves_sampled ]]; then
     [[ $arm == lora && $lora == 0 ]] && continue
     arm_options=()
     [[ $arm == lora ]] && arm_options=(train.peft=lora train.lr=5e-4)
-    checkpoints=$(python - "$sweeps/$arm" <<'PY'
-import json, pathlib, sys
-jobs = sorted(pathlib.Path(sys.argv[1]).glob("seed*/*/artifacts.json"))
-# quoted: Hydra reads an unquoted id such as 420540606e36 as the float 4.2e44
-print(",".join(f"'{c}'" for c in sorted({json.loads(job.read_text())["checkpoint"] for job in jobs})))
-PY
-)
+    checkpoints=$(sweep_checkpoints "$sweeps/$arm")
     if [[ -z $checkpoints ]]; then
       echo "claims.sh $which: no $arm checkpoints under $sweeps/$arm: run 'bash scripts/claims.sh curves' first" >&2
       exit 1

@@ -235,15 +235,11 @@ def make_report(store: ArtifactStore, refs: list[str], report_cfg) -> tuple[str,
     declared.check(present)
     out_dir = Path(report_cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = write_tables(summary, keys, out_dir, refs, report_cfg.get("title"), declared)
     plotted = [m for m in report_cfg.plot_metrics if m in present]
-    if matched := compute_matched_section(
+    matched = compute_matched_section(
         summary, list(dict.fromkeys(filter(None, [declared.primary, *plotted])))
-    ):
-        report_md = out_dir / "report.md"  # curves: before the legend, after the per-step tables
-        report_md.write_text(
-            report_md.read_text().replace("## Legend", "\n".join(matched) + "\n## Legend", 1)
-        )
+    )
+    text = write_tables(summary, keys, out_dir, refs, report_cfg.get("title"), declared, matched)
     weighted = [e["options"] for e in summary if e["options"].get("loss") != "ce"]
     alpha_swept = len({json.dumps(o.get("loss.alpha")) for o in weighted}) > 1
     for metric in plotted:

@@ -86,6 +86,7 @@ def markdown_report(
     title: str,
     sources: list[str],
     declared: Declared = NOTHING_DECLARED,
+    sections: list[str] = (),
 ) -> str:
     present = {m for e in summary for m in e["values"]}
     paired = any(e.get("paired") for e in summary)
@@ -133,6 +134,7 @@ def markdown_report(
                 if e.get("paired")
             ]
             lines += markdown_table(header, body) + [""]
+    lines += sections  # e.g. the curves' compute-matched section, before the legend
     lines += ["## Legend", ""]
     lines += [
         "- **mean ± std**: over the seeds of a group (one eval per seed); `seeds` lists them.",
@@ -198,15 +200,23 @@ def default_title(sources: list[str]) -> str:
 
 
 def write_tables(
-    summary: list[dict], keys: list[str], out_dir: Path, sources=(), title=None, declared=NOTHING_DECLARED
+    summary: list[dict],
+    keys: list[str],
+    out_dir: Path,
+    sources=(),
+    title=None,
+    declared=NOTHING_DECLARED,
+    sections: list[str] = (),
 ) -> str:
-    """report.csv (numbers), report.md (title, source, sizes, what it can conclude, tables, legend); returns
-    the console text."""
+    """report.csv (numbers), report.md (title, source, sizes, what it can conclude, tables, `sections`,
+    legend); returns the console text."""
     title = title or default_title(list(sources))
     header, body = csv_table(summary, keys)
     with open(out_dir / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(body)
-    (out_dir / "report.md").write_text(markdown_report(summary, keys, title, list(sources), declared))
+    (out_dir / "report.md").write_text(
+        markdown_report(summary, keys, title, list(sources), declared, list(sections))
+    )
     return console_text(summary, keys, title, declared)

@@ -136,8 +136,9 @@ def zero_lines(summary: list[dict]) -> list[str]:
 
 
 def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
-    """The lines that answer the declared question: the primary metric's Δ per group, the TOST verdicts and
-    the chance line (for report.md and the console alike)."""
+    """The lines that answer the declared question: the primary metric's Δ per group, the TOST verdicts, the
+    chance line, the judge's system-level agreement and the metrics that are 0 everywhere (for report.md and
+    the console alike)."""
     lines = []
     labelled = [e for e in summary if e.get("paired")]
     if declared.primary is not None:
