@@ -84,14 +84,14 @@ if [[ $which == pretrained ]]; then
   time pc run experiment=claims_pretrained loss=ce seed=0 "train.steps=$start_steps" "hydra.run.dir=$sweeps/start"
   start=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["checkpoint"])' "$sweeps/start/artifacts.json")
   stamp "CE, $steps more steps from checkpoint $start, seeds $seeds"
-  time pc run -m experiment=claims_pretrained "checkpoint=$start" loss=ce "seed=$seeds" "train.steps=$steps" \
+  time pc run -m experiment=claims_pretrained "checkpoint='$start'" loss=ce "seed=$seeds" "train.steps=$steps" \
     "hydra.sweep.dir=$sweeps/ce"
   stamp "plateau gate: |change| of CE's held-out non-personal accuracy < $gate"
   python "$here/plateau_gate.py" "$sweeps/start" "$sweeps/ce" --threshold "$gate" --out "$out/gate.md"
   stamp "PerCE, PerCE clip_min=1 and EntCE from the same start"
-  time pc run -m experiment=claims_pretrained "checkpoint=$start" loss=perce,entce "seed=$seeds" \
+  time pc run -m experiment=claims_pretrained "checkpoint='$start'" loss=perce,entce "seed=$seeds" \
     "train.steps=$steps" "hydra.sweep.dir=$sweeps/methods"
-  time pc run -m experiment=claims_pretrained "checkpoint=$start" loss=perce loss.clip_min=1 "seed=$seeds" \
+  time pc run -m experiment=claims_pretrained "checkpoint='$start'" loss=perce loss.clip_min=1 "seed=$seeds" \
     "train.steps=$steps" "hydra.sweep.dir=$sweeps/perce_upweight"
   plots=persona_recall,persona_leakage,reference_nll,nonpersonal_token_acc,rougeL
   report pretrained "$sweeps/ce" "$sweeps/methods" "$sweeps/perce_upweight"

@@ -38,6 +38,10 @@ def cli(*args, cwd=None, env=None):
         (["run", "train.scheduler=bogus"], "train.scheduler='bogus' is not one of: linear, cosine"),
         (["run", "model.hidden_size=30"], "model.hidden_size=30 is not divisible by model.num_heads=4"),
         (["run", "train.steps=2.5"], "train.steps=2.5 must be an integer >= 1"),
+        # an id Hydra reads as a number is lost (4.20540606e+44): refused, with how to quote it
+        (["eval", "checkpoint=420540606e36"], "checkpoint=4.20540606e+44 was read as a number"),
+        (["train", "estimate=1e5"], "estimate=100000.0 was read as a number"),
+        (["eval", "-m", "checkpoint=420540606e36,latest"], "checkpoint=4.20540606e+44 was read as a number"),
         (["run", "data.test_fraction=1.5"], "data.test_fraction=1.5 must be a number in (0, 1)"),
         (["run", "data.test_fraction=0"], "data.test_fraction=0 must be a number in (0, 1)"),
         (["run", "data.path=data.csv"], "data.path='data.csv': unsupported file type '.csv'"),

@@ -105,6 +105,13 @@ def _reference(value, name: str) -> None:
     """An artifact reference (id, path or `latest`): never empty, never the current directory."""
     if value is None:
         return
+    if isinstance(value, float):
+        # Hydra parses an id of digits with one "e" as a float (420540606e36 -> 4.20540606e+44): the id is
+        # lost before it gets here, so say how to pass it (digits only stay exact: 12 digits, an int)
+        raise PercontrastError(
+            f"{name}={value!r} was read as a number, not an artifact id (Hydra parses ids such as "
+            f"420540606e36 as numbers): quote it, {name}=\"'<id>'\" (a sweep: {name}=\"'<id>','<id>'\")"
+        )
     text = str(value)
     if not text.strip() or Path(text.strip()) == Path("."):
         raise PercontrastError(
