@@ -60,6 +60,45 @@ def png_size(path):
     return width, height, len(data)
 
 
+def test_a_warm_up_lr_spelled_two_ways_is_one_group_pair(tmp_path):
+    """`train.warmup_lr` null and equal to train.lr are one warm-up and one checkpoint id; a checkpoint found
+    (not trained) carries the spelling that made it first. The report groups by the effective warm-up lr, so
+    PerCE still meets its CE (before: two groups, no Δ, nothing said; the claims strength study hit it)."""
+    root = tmp_path / "out"
+    ce = cli(
+        "run",
+        "experiment=miniature",
+        "loss=ce",
+        "train.lr=1e-3",
+        "train.warmup_lr=1e-3",
+        f"hydra.run.dir={tmp_path / 'ce'}",
+        root=root,
+        cwd=tmp_path,
+    )
+    assert ce.count("trained checkpoint") == 2  # the warm-up, then CE
+    perce = cli(
+        "run",
+        "experiment=miniature",
+        "loss=perce",
+        "train.lr=1e-3",
+        f"hydra.run.dir={tmp_path / 'pc'}",
+        root=root,
+        cwd=tmp_path,
+    )
+    assert perce.count("trained checkpoint") == 1  # the warm-up was found: the same one
+    out_dir = tmp_path / "report"
+    shown = cli(
+        "report",
+        f"report.evals=[{tmp_path / 'ce'},{tmp_path / 'pc'}]",
+        f"report.out_dir={out_dir}",
+        root=root,
+        cwd=tmp_path,
+    )
+    rows = list(csv.DictReader((out_dir / "report.csv").open()))
+    assert [r["label"] for r in rows] == ["loss=ce", "loss=perce"]
+    assert rows[1]["rougeL_delta"] != "" and "WARNING" not in shown
+
+
 @pytest.mark.slow
 def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
     root = tmp_path / "out"

@@ -314,3 +314,35 @@ def test_declared_primary_margin_and_the_chance_line(tmp_path):
     for margin in ("rougeL", "rougeL:-1", "rougeL:x", ":0.1"):
         with pytest.raises(PercontrastError, match="must be <metric>:<δ> with δ > 0"):
             verdicts.Declared.from_config(OmegaConf.create({"primary": None, "margin": margin}))
+
+
+def test_a_weighted_group_without_its_ce_is_named_and_an_undefined_difference_is_no_number():
+    """No CE group with the same settings: a WARNING line names the setting that keeps them apart (not a
+    silent missing Δ). A ratio undefined on one side (0/0 in every seed) has no Δ, not `nan`."""
+    from percontrast_cli.reporting import verdicts
+
+    users = ["a", "a", "b", "b"]
+    rows = [eval_row(s, "ce", [0.2, 0.4, 0.3, 0.5], users) for s in (0, 1)]
+    rows += [eval_row(s, "perce", [0.6, 0.7, 0.5, 0.9], users) for s in (0, 1)]
+    for row in rows[:2]:
+        row["options"]["train.warmup_lr"] = 0.002
+    keys = report.group_keys(rows)
+    summary = report.summarize(rows, keys)
+    lines = verdicts.declared_lines(summary, verdicts.NOTHING_DECLARED)
+    assert any(
+        line.startswith("WARNING loss=perce") and "train.warmup_lr=None vs CE's 0.002" in line
+        for line in lines
+    ), lines
+    for row in rows:  # the same effective warm-up lr: one setting, the pair is made, no warning
+        row["options"].update({"model.from_scratch": True, "train.warmup_steps": 4, "train.lr": 0.002})
+        row["options"].update(report.warmup_setting(row["options"]))
+    summary = report.summarize(rows, report.group_keys(rows))
+    assert summary[1]["paired"]["rougeL"]["diff"] == pytest.approx(0.325)
+    assert not verdicts.unpaired_lines(summary)
+    for row in rows:  # a pretrained model has no warm-up: no warm-up lr
+        row["options"]["model.from_scratch"] = False
+        assert report.warmup_setting(row["options"]) == {"train.warmup_lr": None}
+    for row in rows[2:]:  # no persona field present on PerCE's side: its recall is 0/0
+        for example in row["examples"].values():
+            example.update(persona_present=[], persona_recalled=[])
+    assert stats.paired_difference(rows[2:], rows[:2], "persona_recall") is None

@@ -112,6 +112,7 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
     options.update(flatten({"loss": loss}))
     options.pop("loss.name", None)
     options["loss"] = trained_with["name"]
+    options.update(warmup_setting(options))
     options["seed"] = checkpoint.manifest["config"].get("seed", options.get("seed"))
     options["train_task"] = checkpoint.manifest.get("train_task", options.get("task.name"))
     history_file = checkpoint.path / "log_history.json"
@@ -125,6 +126,18 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
         "examples": by_target([json.loads(line) for line in lines]),
         "id": evaluation.id,
     }
+
+
+def warmup_setting(options: dict) -> dict:
+    """`train.warmup_lr` as the warm-up's effective lr: null means "train.lr", the same warm-up and the same
+    checkpoint id as naming it, and a checkpoint found rather than trained carries whichever spelling made it
+    first; without this the two spellings are two groups and the weighted loss never meets its CE. A run
+    without a warm-up (a pretrained model, warmup_steps 0) has no warm-up lr."""
+    if not (options.get("model.from_scratch") and (options.get("train.warmup_steps") or 0) > 0):
+        return {"train.warmup_lr": None}
+    if options.get("train.warmup_lr") is None:
+        return {"train.warmup_lr": options.get("train.lr")}
+    return {}
 
 
 def by_target(rows: list[dict]) -> dict[str, dict]:

@@ -13,6 +13,7 @@ seed on both sides, and the same drawn users. The interval is the percentile int
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,7 +171,11 @@ def paired_difference(rows: list[dict], baseline_rows: list[dict], metric: str, 
     units = unit_sums([list(pair) for pair in pairs], metric)
     if units is None:
         return None
-    found = interval_of(units, seed)
+    with warnings.catch_warnings():  # a ratio with no denominator on one side (0/0 in every seed): below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        found = interval_of(units, seed)
+    if not all(np.isfinite(found[k]) for k in ("diff", "low", "high")):
+        return None  # undefined (slot-conditional accuracy where no generation wrote the slot), not "nan"
     found["users"] = found["units"] if units.unit == "user" else None
     found["n"] = len(set().union(*(set(a["examples"]) & set(b["examples"]) for a, b in pairs)))
     return found

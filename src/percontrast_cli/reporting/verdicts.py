@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from percontrast_cli.reporting.stats import LEVEL, excludes_zero
+from percontrast_cli.reporting.stats import LEVEL, baseline_of, excludes_zero, non_loss_options
 from percontrast_cli.runtime.errors import PercontrastError
 
 
@@ -135,6 +135,33 @@ def zero_lines(summary: list[dict]) -> list[str]:
     return lines
 
 
+def unpaired_lines(summary: list[dict]) -> list[str]:
+    """A line per weighted-loss group that has no Δ because no CE group matches it in every other setting,
+    when the report has CE groups: a comparison the reader expects is missing, and the settings that keep it
+    apart are named (rerun CE with them, or leave the odd setting out of the evals)."""
+    ce_groups = [e for e in summary if e["options"].get("loss") == "ce"]
+    lines = []
+    for entry in summary:
+        if not ce_groups or entry["options"].get("loss") in ("ce", "none") or baseline_of(entry, summary):
+            continue
+        mine = non_loss_options(entry["options"])
+
+        def differences(ce: dict, mine: dict = mine) -> list[str]:
+            theirs = non_loss_options(ce["options"])
+            return [
+                f"{k}={mine.get(k)} vs CE's {theirs.get(k)}"
+                for k in sorted({*mine, *theirs})
+                if mine.get(k) != theirs.get(k)
+            ]
+
+        nearest = min((differences(ce) for ce in ce_groups), key=len)
+        lines.append(
+            f"WARNING {entry['label']}: no Δ vs CE, no CE group has the same settings (nearest differs in "
+            f"{'; '.join(nearest)}): run CE with these settings, or report without the odd evals"
+        )
+    return lines
+
+
 def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
     """The lines that answer the declared question: the primary metric's Δ per group, the TOST verdicts, the
     chance line, the judge's system-level agreement and the metrics that are 0 everywhere (for report.md and
@@ -160,7 +187,7 @@ def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
         lines.append(chance)
     if (judged := judge_system_line(summary)) is not None:
         lines.append(judged)
-    return lines + zero_lines(summary)
+    return unpaired_lines(summary) + lines + zero_lines(summary)
 
 
 NOTHING_DECLARED = Declared()
