@@ -104,6 +104,11 @@ def test_leftover_temporaries_are_cleaned_and_never_latest(tmp_path):
     assert store.latest("eval").id != "x"  # a temporary, even with the newest manifest, is never latest
     store.find("eval", "0" * 12)  # any lookup tidies the kind folder
     assert not dead.exists() and live.exists()  # a live writer keeps its temp dir
+    # with no kind (the parent of a failed multi-process launch, whose killed ranks left theirs): every kind
+    killed = tmp_path / "checkpoint" / f".tmp-abe-{_host()}-999999999-deadbeef"
+    killed.mkdir(parents=True)
+    store.clean_temporaries()
+    assert not killed.exists() and live.exists()
 
 
 def test_artifact_ids_follow_their_kinds_code():

@@ -34,6 +34,7 @@ from percontrast_cli.runtime import orphans
 from percontrast_cli.runtime.distributed import CPU_FSDP_ENV, backend, per_machine
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.steps.produce import JOB_DIR_ENV, job_dir  # the job dir the workers record into
+from percontrast_cli.store.artifacts import ArtifactStore
 
 WORKER_ENV = "PERCONTRAST_WORKER"
 JOB_LOG_ENV = "PERCONTRAST_JOB_LOG"  # the parent's job log file (Hydra's job_logging file handler)
@@ -135,6 +136,8 @@ def launch(stage: str, cfg, job_dir: str | Path):
         env[JOB_LOG_ENV] = log_file
     result = subprocess.run(plan.command, env=env)
     if result.returncode != 0:
+        # a rank the launcher had to kill mid-write could not remove its temp dir: nothing half-written stays
+        ArtifactStore(cfg.paths.artifacts).clean_temporaries()
         raise worker_failure(stage, cfg, errors, result.returncode)
     return None
 

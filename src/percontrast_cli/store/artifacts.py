@@ -236,9 +236,10 @@ class ArtifactStore:
         say(f"[yellow]incomplete[/yellow] {kind} {path.name} ({reason}): moved aside to {aside}")
         return aside
 
-    def clean_temporaries(self, kind: str) -> None:
-        """Remove temp dirs that a crashed process of this machine left behind (live writers keep theirs)."""
-        for tmp in (self.root / kind).glob(f"{TMP_PREFIX}*"):
+    def clean_temporaries(self, kind: str = "*") -> None:
+        """Remove temp dirs that a crashed process of this machine left behind (live writers keep theirs);
+        of every kind by default."""
+        for tmp in self.root.glob(f"{kind}/{TMP_PREFIX}*"):
             owner = _temp_owner(tmp)
             if owner is not None and owner[0] == _host() and not _pid_alive(owner[1]):
                 shutil.rmtree(tmp, ignore_errors=True)
