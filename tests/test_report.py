@@ -60,6 +60,13 @@ def png_size(path):
     return width, height, len(data)
 
 
+def report_rows(tmp_path, root, out_dir, *evals):
+    """`percontrast report` over eval dirs: what it printed, and its report.csv rows."""
+    listed = ",".join(str(e) for e in evals)
+    shown = cli("report", f"report.evals=[{listed}]", f"report.out_dir={out_dir}", root=root, cwd=tmp_path)
+    return shown, list(csv.DictReader((out_dir / "report.csv").open()))
+
+
 def test_a_warm_up_lr_spelled_two_ways_is_one_group_pair(tmp_path):
     """`train.warmup_lr` null and equal to train.lr are one warm-up and one checkpoint id; a checkpoint found
     (not trained) carries the spelling that made it first. The report groups by the effective warm-up lr, so
@@ -87,14 +94,7 @@ def test_a_warm_up_lr_spelled_two_ways_is_one_group_pair(tmp_path):
     )
     assert perce.count("trained checkpoint") == 1  # the warm-up was found: the same one
     out_dir = tmp_path / "report"
-    shown = cli(
-        "report",
-        f"report.evals=[{tmp_path / 'ce'},{tmp_path / 'pc'}]",
-        f"report.out_dir={out_dir}",
-        root=root,
-        cwd=tmp_path,
-    )
-    rows = list(csv.DictReader((out_dir / "report.csv").open()))
+    shown, rows = report_rows(tmp_path, root, out_dir, tmp_path / "ce", tmp_path / "pc")
     assert [r["label"] for r in rows] == ["loss=ce", "loss=perce"]
     assert rows[1]["rougeL_delta"] != "" and "WARNING" not in shown
 
@@ -110,14 +110,7 @@ def test_sweep_rerun_skips_then_report_and_inspect(tmp_path):
     assert rerun.count("skip eval") == 4
 
     out_dir = tmp_path / "report"
-    shown = cli(
-        "report",
-        f"report.evals=[{tmp_path / 'sweep2'}]",
-        f"report.out_dir={out_dir}",
-        root=root,
-        cwd=tmp_path,
-    )
-    rows = list(csv.DictReader((out_dir / "report.csv").open()))
+    shown, rows = report_rows(tmp_path, root, out_dir, tmp_path / "sweep2")
     assert [r["label"] for r in rows] == ["loss=ce", "loss=perce"]
     assert all(r["seeds"] == "0,1" and r["n_users"] == "2" and r["n_examples"] == "4" for r in rows)
     assert 0 <= float(rows[0]["personal_token_acc_mean"]) <= 1
