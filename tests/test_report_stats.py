@@ -269,6 +269,22 @@ def test_token_loss_curves_show_every_group_even_from_one_logged_step(tmp_path, 
         assert near.sum() > 20, (colour, logged_steps)
 
 
+def test_a_report_with_more_groups_than_ten_colours_draws_each_in_its_own(tmp_path, monkeypatch):
+    """matplotlib's C0-C9 repeat: the claims methods report (14 groups) drew CE and PerCE at 450 steps in the
+    same red. Every group's curve now has a colour of its own (read back from the figure's lines)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to read its lines
+    history = [{"step": s, "personal_loss": 1.0, "nonpersonal_loss": 0.5} for s in range(10, 110, 10)]
+    for count in (3, 14, 25):
+        summary = [{"label": f"group {i}", "rows": [{"history": history}]} for i in range(count)]
+        plots.plot_token_losses(summary, tmp_path / f"curves{count}.png")
+        solid = [line for line in kept[-1].axes[0].lines if line.get_linestyle() == "-"]
+        assert len(solid) == count and len({to_hex(line.get_color()) for line in solid}) == count
+
+
 def test_declared_primary_margin_and_the_chance_line(tmp_path):
     """report.primary labels the others secondary; report.margin runs a TOST at the interval's level; every
     report says how many of its intervals would exclude 0 by chance alone."""

@@ -23,6 +23,18 @@ def pyplot():
 LEGEND = {"fontsize": 8, "frameon": False}
 
 
+def colours(count: int) -> list:
+    """One distinct colour per group: matplotlib's C0-C9 repeat from the eleventh (a 14-group report drew CE
+    and PerCE at 450 steps in one red); tab20 up to 20 groups, a continuous map beyond."""
+    if count <= 10:
+        return [f"C{index}" for index in range(count)]
+    import matplotlib
+
+    if count <= 20:
+        return [matplotlib.colormaps["tab20"](index) for index in range(count)]
+    return [matplotlib.colormaps["turbo"](index / (count - 1)) for index in range(count)]
+
+
 def plot_metric_vs(summary: list[dict], metric: str, x_key: str, path: Path, log_x: bool = False) -> None:
     """`metric` (mean ± std over seeds) against one swept option, a line per setting of the others:
     loss.alpha (CE drawn as its own labelled reference: a dashed line with its ± std band) or train.lr
@@ -44,13 +56,14 @@ def plot_metric_vs(summary: list[dict], metric: str, x_key: str, path: Path, log
         label = ", ".join(part for part in entry["label"].split(", ") if not part.startswith(f"{x_key}="))
         series.setdefault(label or metric, []).append((float(options.get(x_key, 1.0)), mean, std or 0.0))
     fig, ax = plt.subplots(figsize=(6, 4))
+    palette = colours(len(series) + len(references))
     for index, (label, points) in enumerate(sorted(series.items())):
         xs, ys, errs = zip(*sorted(points), strict=True)
-        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=f"C{index}", label=label)
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=palette[index], label=label)
     for index, (entry, mean, std) in enumerate(references):
         context = ", ".join(f"{k}={v}" for k, v in non_loss_options(entry["options"]).items())
         label = "CE (reference)" + (f", {context}" if context and len(references) > 1 else "")
-        color = "black" if len(references) == 1 else f"C{len(series) + index}"
+        color = "black" if len(references) == 1 else palette[len(series) + index]
         ax.axhline(mean, linestyle="--", color=color, linewidth=1.2, label=label)
         if std:
             ax.axhspan(mean - std, mean + std, color=color, alpha=0.1)
@@ -74,6 +87,7 @@ def plot_differences(summary: list[dict], metrics: list[str], path: Path) -> Non
         1, len(metrics), figsize=(2.8 * len(metrics) + 2.5, 0.45 * len(groups) + 1.4), squeeze=False,
         sharey=True, layout="constrained",
     )  # fmt: skip
+    palette = colours(len(groups))
     for ax, metric in zip(axes[0], metrics, strict=True):
         for row, entry in enumerate(groups):
             found = entry["paired"].get(metric)
@@ -81,8 +95,8 @@ def plot_differences(summary: list[dict], metrics: list[str], path: Path) -> Non
                 continue
             error = [[found["diff"] - found["low"]], [found["high"] - found["diff"]]]
             ax.errorbar(
-                found["diff"], row, xerr=error, fmt="o", capsize=3, color=f"C{row}",
-                markerfacecolor=f"C{row}" if excludes_zero(found) else "white",
+                found["diff"], row, xerr=error, fmt="o", capsize=3, color=palette[row],
+                markerfacecolor=palette[row] if excludes_zero(found) else "white",
             )  # fmt: skip
         ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
         ax.set_title(f"Δ {metric}{arrow(metric)}", fontsize=9)
@@ -174,6 +188,7 @@ def plot_token_losses(summary: list[dict], path: Path) -> None:
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    palette = colours(len(summary))
     for index, entry in enumerate(summary):
         labelled = False
         for key, style in (("personal_loss", "-"), ("nonpersonal_loss", ":")):
@@ -189,9 +204,9 @@ def plot_token_losses(summary: list[dict], path: Path) -> None:
                     steps,
                     [statistics.mean(by_step[s]) for s in steps],
                     style,
-                    color=f"C{index}",
+                    color=palette[index],
                     marker="o" if few else None,
-                    markerfacecolor=f"C{index}" if style == "-" else "none",
+                    markerfacecolor=palette[index] if style == "-" else "none",
                     label="_nolegend_" if labelled else entry["label"],
                 )
                 labelled = True
