@@ -277,12 +277,32 @@ def test_a_report_with_more_groups_than_ten_colours_draws_each_in_its_own(tmp_pa
 
     kept = []
     monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to read its lines
+    from percontrast_cli.reporting import aloe_report, curves
+
     history = [{"step": s, "personal_loss": 1.0, "nonpersonal_loss": 0.5} for s in range(10, 110, 10)]
-    for count in (3, 14, 25):
+
+    def token_losses(count, path):
         summary = [{"label": f"group {i}", "rows": [{"history": history}]} for i in range(count)]
-        plots.plot_token_losses(summary, tmp_path / f"curves{count}.png")
-        solid = [line for line in kept[-1].axes[0].lines if line.get_linestyle() == "-"]
-        assert len(solid) == count and len({to_hex(line.get_color()) for line in solid}) == count
+        plots.plot_token_losses(summary, path)
+
+    def learning_curves(count, path):  # no CE group: every series is a solid, coloured line
+        summary = [
+            {"label": f"loss=perce, loss.alpha={i}, step={step}", "values": {"rougeL": [0.1 * step, 0.0]},
+             "options": {"loss": "perce", "loss.alpha": i, curves.STEP: step}, "seeds": [0]}
+            for i in range(count) for step in (0, 10)
+        ]  # fmt: skip
+        assert curves.plot_axis(summary, ["rougeL"], curves.STEP, "steps", path)
+
+    def aloe_rounds(count, path):
+        found = {"al": [3.0, 3.5], "low": [2.5, 3.0], "high": [3.5, 4.0]}
+        aloe_report.plot_al([(f"group {i}", found) for i in range(count)], 2, path)
+
+    for draw in (token_losses, learning_curves, aloe_rounds):
+        for count in (3, 14, 25):
+            draw(count, tmp_path / f"{draw.__name__}{count}.png")
+            solid = [line for line in kept[-1].axes[0].lines if line.get_linestyle() == "-"]
+            assert len(solid) == count, draw.__name__
+            assert len({to_hex(line.get_color()) for line in solid}) == count, draw.__name__
 
 
 def test_declared_primary_margin_and_the_chance_line(tmp_path):

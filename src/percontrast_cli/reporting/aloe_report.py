@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from percontrast_cli.evaluation.aloe import SCORES
-from percontrast_cli.reporting.plots import pyplot
+from percontrast_cli.reporting.plots import colours, pyplot
 from percontrast_cli.reporting.stats import (
     BOOTSTRAP_SAMPLES,
     LEVEL,
@@ -166,8 +166,7 @@ def plot_al(groups: list[tuple[str, dict]], rounds: int, path: Path) -> None:
     plt = pyplot()
     ks = np.arange(1, rounds + 1)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for index, (label, found) in enumerate(groups):
-        color = f"C{index}"
+    for (label, found), color in zip(groups, colours(len(groups)), strict=True):
         ax.plot(ks, found["al"][:rounds], marker="o", color=color, label=label)
         ax.fill_between(ks, found["low"][:rounds], found["high"][:rounds], color=color, alpha=0.2)
     ax.set_xlabel("round k")

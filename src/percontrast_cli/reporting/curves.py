@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from percontrast_cli.reporting.metric_table import arrow, family
-from percontrast_cli.reporting.plots import LEGEND, pyplot
+from percontrast_cli.reporting.plots import LEGEND, colours, pyplot
 from percontrast_cli.reporting.stats import baseline_of, interval_description, same_evals
 from percontrast_cli.store.artifacts import job_records
 
@@ -108,11 +108,11 @@ def plot_axis(summary: list[dict], metrics: list[str], x_key: str, x_label: str,
     fig, axes = plt.subplots(
         rows, columns, figsize=(3.3 * columns, 2.7 * rows + 0.9), squeeze=False, layout="constrained"
     )
-    colours = iter(f"C{i}" for i in range(len(series)))
+    palette = iter(colours(len(series)))
     for label, entries in sorted(series.items(), key=lambda kv: kv[1][0]["options"].get("loss") != "ce"):
         entries.sort(key=lambda e: e["options"][STEP])
         reference = entries[0]["options"].get("loss") == "ce"
-        style = {"color": "black", "linestyle": "--"} if reference else {"color": next(colours)}
+        style = {"color": "black", "linestyle": "--"} if reference else {"color": next(palette)}
         for ax, metric in zip(axes.flat, metrics, strict=False):
             points = [(x_value(e, x_key), e) for e in entries if metric in e["values"]]
             if not points:
