@@ -330,9 +330,11 @@ def test_declared_primary_margin_and_the_chance_line(tmp_path):
     assert verdicts.equivalence(found, 0.005) == "not shown equivalent within ±0.005"  # the interval is wider
     text = tables.write_tables(summary, keys, tmp_path, ["sweep"], None, declared)
     page = (tmp_path / "report.md").read_text()
-    n = len(summary[1]["paired"])
-    assert n == 2  # rougeL, persona_recall
+    assert len(summary[1]["paired"]) == 2  # rougeL, persona_recall
+    n = 1  # persona_recall is 0.5 on every example of both sides: identical, no interval that could exclude 0
     chance = f"{n} Δ intervals in this report, "
+    assert "(not counted: 1 more that are 0 on every example, shown as `identical`)" in page
+    assert "| identical |" in page and "+0.0000 [+0.0000, +0.0000]" not in page
     for shown in (page, text.replace("\n  ", " ")):
         assert "TOST rougeL, loss=perce: Δ +0.0050 [" in shown and "equivalent within ±0.02" in shown
         assert chance in shown and f"about {0.05 * n:.1f} of them would exclude 0 by chance alone" in shown

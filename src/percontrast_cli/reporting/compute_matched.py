@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from percontrast_cli.reporting.curves import STEP, x_value
 from percontrast_cli.reporting.metric_table import arrow
-from percontrast_cli.reporting.stats import interval_description, non_loss_options, paired_difference
-from percontrast_cli.reporting.tables import format_difference, markdown_table
+from percontrast_cli.reporting.stats import (
+    format_difference,
+    interval_description,
+    non_loss_options,
+    paired_difference,
+)
+from percontrast_cli.reporting.tables import markdown_table
 
 SECONDS = "train_seconds"
 

@@ -185,6 +185,22 @@ def excludes_zero(found: dict) -> bool:
     return found["low"] > 0 or found["high"] < 0
 
 
+def identical(found: dict) -> bool:
+    """No draw found any difference: both sides equal on every example (a teacher-forced metric of context-
+    aware decoding, which uses the same checkpoint; a metric that is 0 on both sides). Not an interval that
+    could exclude 0, so the chance line does not count it and the tables say `identical`."""
+    return found["diff"] == found["low"] == found["high"] == 0.0
+
+
+def format_difference(found: dict, digits: int = 4) -> str:
+    """`+0.0123 [-0.0040, +0.0290]`, starred when the interval excludes zero; `identical` when both sides
+    are equal on every example."""
+    if identical(found):
+        return "identical"
+    star = "*" if excludes_zero(found) else ""
+    return f"{found['diff']:+.{digits}f} [{found['low']:+.{digits}f}, {found['high']:+.{digits}f}]{star}"
+
+
 def resampled(found: dict) -> str:
     """What one interval resampled, for report.csv's `ci_resampled`: `crossed: seeds x users`."""
     if found["design"] == CROSSED:

@@ -15,14 +15,8 @@ from percontrast_cli.reporting.metric_table import (
     family,
     metric_spec,
 )
-from percontrast_cli.reporting.stats import excludes_zero, interval_description, resampled
+from percontrast_cli.reporting.stats import format_difference, interval_description, resampled
 from percontrast_cli.reporting.verdicts import NOTHING_DECLARED, Declared, declared_lines
-
-
-def format_difference(found: dict, digits: int = 4) -> str:
-    """`+0.0123 [-0.0040, +0.0290]`, starred when the interval excludes zero."""
-    star = "*" if excludes_zero(found) else ""
-    return f"{found['diff']:+.{digits}f} [{found['low']:+.{digits}f}, {found['high']:+.{digits}f}]{star}"
 
 
 def format_value(value: tuple, digits: int = 4) -> str:
@@ -146,7 +140,9 @@ def markdown_report(
         "multiset (the users are shared by all seeds); nested (only when the seeds met different users): "
         "each seed's own users. A user is drawn with all of their targets (a target alone when the evals "
         "carry no user ids); the same draw on both sides.",
-        "- **\\***: that interval excludes 0. ↑ / ↓: higher / lower is better.",
+        "- **\\***: that interval excludes 0. `identical`: 0 on every example (the same checkpoint's "
+        "teacher-forced metrics under context-aware decoding, a metric 0 on both sides); not counted as an "
+        "interval. ↑ / ↓: higher / lower is better.",
     ]
     if declared.margin_metric is not None:
         lines.append(

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from percontrast_cli.reporting.stats import LEVEL, baseline_of, excludes_zero, non_loss_options
+from percontrast_cli.reporting.stats import (
+    LEVEL,
+    baseline_of,
+    excludes_zero,
+    format_difference,
+    identical,
+    non_loss_options,
+)
 from percontrast_cli.runtime.errors import PercontrastError
 
 
@@ -72,8 +79,9 @@ def intervals(summary: list[dict]) -> list[dict]:
 
 def chance_line(summary: list[dict], declared: Declared) -> str | None:
     """`28 Δ intervals here, 6 exclude 0; at 95% about 1.4 would by chance alone if nothing changed.`"""
-    found = intervals(summary)
-    if not found:
+    every = intervals(summary)
+    found = [f for f in every if not identical(f)]
+    if not every:
         return None
     excluding = sum(excludes_zero(f) for f in found)
     expected = (1 - LEVEL) * len(found)
@@ -81,6 +89,8 @@ def chance_line(summary: list[dict], declared: Declared) -> str | None:
         f"{len(found)} Δ intervals in this report, {excluding} exclude 0; at {LEVEL:.0%}, about "
         f"{expected:.1f} of them would exclude 0 by chance alone if nothing changed"
     )
+    if same := len(every) - len(found):
+        line += f" (not counted: {same} more that are 0 on every example, shown as `identical`)"
     if declared.primary is not None:
         line += f". Primary metric: {declared.primary}; every other metric is secondary (exploratory)"
     return line + "."
@@ -171,18 +181,12 @@ def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
     if declared.primary is not None:
         for entry in labelled:
             if (found := entry["paired"].get(declared.primary)) is not None:
-                star = "*" if excludes_zero(found) else ""
-                lines.append(
-                    f"primary {declared.primary}, {entry['label']}: Δ {found['diff']:+.4f} "
-                    f"[{found['low']:+.4f}, {found['high']:+.4f}]{star}"
-                )
+                lines.append(f"primary {declared.primary}, {entry['label']}: Δ {format_difference(found)}")
     if declared.margin_metric is not None:
         for entry in labelled:
             if (found := entry["paired"].get(declared.margin_metric)) is not None:
-                lines.append(
-                    f"TOST {declared.margin_metric}, {entry['label']}: Δ {found['diff']:+.4f} "
-                    f"[{found['low']:+.4f}, {found['high']:+.4f}]: {equivalence(found, declared.margin)}"
-                )
+                difference, verdict = format_difference(found), equivalence(found, declared.margin)
+                lines.append(f"TOST {declared.margin_metric}, {entry['label']}: Δ {difference}: {verdict}")
     if (chance := chance_line(summary, declared)) is not None:
         lines.append(chance)
     if (judged := judge_system_line(summary)) is not None:
