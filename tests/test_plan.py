@@ -99,6 +99,33 @@ def test_an_interrupted_training_is_planned_as_partly_done(ran):
     assert float(again[7].removesuffix(" s")) < float(train[7].removesuffix(" s"))  # 100 steps left of 200
 
 
+def test_plan_lists_a_learning_curves_points_by_the_ids_the_run_records(ran, tmp_path):
+    """eval.at_steps: plan names the checkpoint saved at each point and each point's eval (@0: the start's) by
+    the ids the run then records in its curve. The run's end exists already (the fixture's), so the points
+    mean training again up to the last one: planned as that point's work, and said."""
+    root = tmp_path / "outputs"  # a copy: the module's other tests read the fixture's store as it was
+    shutil.copytree(ran[0], root)
+    args = ("experiment=miniature", "loss=ce", "seed=0", "eval.at_steps=[0,2]")
+    planned = cli("plan", *args, root=root)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    before = rows(planned.stdout, "eval.at_steps=[0,2]")
+    assert list(before) == ["model", "warm-up", "train", "point 2", "eval @0", "eval @2", "eval"]
+    assert before["train"][3] == before["eval"][3] == "found"
+    assert all(before[stage][3] == "to compute" for stage in ("point 2", "eval @0", "eval @2"))
+    assert before["point 2"][4] == "2" and "trains again up to step 2" in planned.stdout
+    job = root / "curve_job"
+    result = cli("run", *args, f"hydra.run.dir={job}", root=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = json.loads((job / "artifacts.json").read_text())["curve"]
+    after = rows(cli("plan", *args, root=root).stdout, "eval.at_steps=[0,2]")
+    assert after["eval @0"][2] == before["eval @0"][2] == curve["0"]
+    assert after["eval @2"][2] == before["eval @2"][2] == curve["2"]
+    assert after["point 2"][2] == before["point 2"][2]
+    assert all(cells[3] == "found" for cells in after.values())
+    too_far = cli("plan", "experiment=miniature", "eval.at_steps=[9]", root=root)
+    assert too_far.returncode != 0 and "step 9 is past the training's end (4 optimiser" in too_far.stderr
+
+
 def test_a_run_shows_plans_estimate_against_the_actual_time(ran):
     _, result = ran
     assert "time: plan's estimate vs actual" in result.stdout

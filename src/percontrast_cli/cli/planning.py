@@ -10,6 +10,7 @@ the same way from a stand-in tokenizer, so that jobs that would share it still c
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from percontrast_cli.modeling.sizes import inference_memory, parameter_count, tr
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.steps import costs
 from percontrast_cli.steps.context import Context, pick_device
+from percontrast_cli.steps.curve_points import point_identities
 from percontrast_cli.steps.evaluation import eval_examples, evaluation_identity
 from percontrast_cli.steps.models import pretrained_location
 from percontrast_cli.steps.scoring import training_set_identity
 from percontrast_cli.steps.task_data import TaskData, encode_items, load_task
 from percontrast_cli.steps.training import (
+    curve_steps,
     main_scores_kind,
     needs_warmup,
     resumable_step,
@@ -49,7 +52,7 @@ SAMPLE = 256  # examples encoded to count tokens
 
 @dataclass
 class Stage:
-    name: str  # model, warm-up, estimate, reference, train, eval
+    name: str  # model, warm-up, estimate, reference, train, eval; a curve's `point <s>` and `eval @<s>`
     role: str  # its role in the job's artifacts.json
     kind: str
     id: str  # the artifact id, or a stand-in when `known` is false
@@ -188,14 +191,45 @@ class Planner:
         trained = self.stage("train", "checkpoint", identity, known)
         stages.append(trained)
         checkpoint = stub("checkpoint", trained.id, tokenizer_fp)
+        stages += self.curve_stages(start, scores, data, steps, trained, tokenizer_fp, known)  # run's order
         stages.append(self.stage("eval", "eval", evaluation_identity(ctx, checkpoint, data), known))
         if self.data is None:
             for stage in stages[1:]:  # stand-ins must differ between jobs that differ anywhere
                 job = OmegaConf.to_container(cfg, resolve=True)
                 stage.id = fingerprint({"stage": stage.name, "job": job})
-        if cfg.eval.get("at_steps"):
-            self.notes.append("eval.at_steps: the curve points are not planned yet (counted in train)")
         self.add_work(stages, steps)
+        return stages
+
+    def curve_stages(self, start, scores, data, steps, trained, tokenizer_fp, known) -> list[Stage]:
+        """eval.at_steps: the checkpoint saved at each point inside the run (`point <s>`: no work of its own,
+        the training saves it on the way; but when the end exists already, the run goes again up to the last
+        missing point) and the eval of each (`eval @<s>`; @0 evaluates the start; the end's is `eval`)."""
+        cfg, ctx = self.cfg, self.ctx
+        if not cfg.eval.get("at_steps"):
+            return []
+        if steps is None:
+            self.notes.append("eval.at_steps: the run's length is unknown here: no curve point is planned")
+            return []
+        at_steps = curve_steps(cfg, steps)
+        identity_at = functools.partial(training_identity, ctx, start, data, cfg.loss, scores=scores)
+        rounds = weight_source(cfg.loss, cfg.estimator.refresh) == "rounds"
+        points = point_identities(cfg.train, steps, at_steps, rounds, identity_at)
+        saved = {step: self.stage(f"point {step}", f"point {step}", i, known) for step, i in points.items()}
+        models = {step: stub("checkpoint", point.id, tokenizer_fp) for step, point in saved.items()}
+        if 0 in at_steps:
+            models[0] = start
+        missing = [step for step, point in saved.items() if point.status != "found"]
+        if missing and trained.status == "found":
+            last = max(missing)
+            saved[last].steps = last  # its work: the training again, up to the last missing point
+            self.notes.append(
+                f"eval.at_steps: the run's end exists but not every point: it trains again up to step {last} "
+                f"(its time is point {last}'s)"
+            )
+        stages = list(saved.values())
+        for step, model in sorted(models.items()):
+            identity = evaluation_identity(ctx, model, data)
+            stages.append(self.stage(f"eval @{step}", f"curve {step}", identity, known))
         return stages
 
     def layout(self) -> tuple[str, int]:
@@ -246,7 +280,10 @@ class Planner:
                 contrast = stage.name == "estimate"
                 stage.work = [("score:contrast" if contrast else "score:factual", train_targets)]
                 stage.work_examples = len(train)
-            elif stage.name == "eval":
+            elif stage.kind == "checkpoint":  # a curve's point: saved on the way, or a run again up to it
+                source = weight_source(cfg.loss, cfg.estimator.refresh)
+                stage.work = [(f"train:{source or 'ce'}", stage.steps)] if stage.steps else []
+            elif stage.kind == "eval":
                 generations = len(test) * cfg.eval.samples  # eval.samples generations per target
                 stage.generated_tokens = generations * cfg.eval.max_new_tokens if data else None
                 stage.work = [("score:contrast", test_targets), ("generate", stage.generated_tokens)]

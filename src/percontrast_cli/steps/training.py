@@ -230,13 +230,19 @@ def train_main(
     elif main_scores_kind(cfg) == "reference":
         scores = reference_nll(ctx, start, data)
     steps = total_steps(cfg.train, len(data.train))
-    at_steps = tuple(cfg.eval.at_steps)
+    at_steps = curve_steps(cfg, steps)
+    return train_checkpoint(ctx, start, data, cfg.loss, steps, training_tag(cfg), scores, at_steps=at_steps)
+
+
+def curve_steps(cfg, steps: int) -> tuple[int, ...]:
+    """eval.at_steps, refused when a step is past the run's end (`run` and `plan` alike)."""
+    at_steps = tuple(cfg.eval.get("at_steps") or ())
     if beyond := [step for step in at_steps if step > steps]:
         raise PercontrastError(
             f"eval.at_steps={list(at_steps)}: step {beyond[0]} is past the training's end ({steps} optimiser "
             "steps; train.steps or train.epochs): list steps up to it (the end is evaluated anyway)"
         )
-    return train_checkpoint(ctx, start, data, cfg.loss, steps, training_tag(cfg), scores, at_steps=at_steps)
+    return at_steps
 
 
 def main_scores_kind(cfg) -> str | None:
