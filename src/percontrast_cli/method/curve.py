@@ -20,7 +20,10 @@ SECONDS_FILE = "train_seconds.json"  # in each Trainer checkpoint: the seconds m
 @dataclass(frozen=True)
 class Progress:
     step: int  # optimiser steps taken
-    tokens: int  # training tokens fed (non-padding, every process; the counterfactual pass not counted)
+    # training tokens fed (non-padding, every process; the counterfactual pass not counted). Under several
+    # processes a rank with no example left in an epoch's last batch feeds a 2-token filler row
+    # (method.trainer): the count can exceed one process's by at most 2 x (processes - 1) tokens an epoch
+    tokens: int
     seconds: float | None  # measured training time, PerCE's extra forward pass included; None: not measured
     # from the start (a resume from a Trainer checkpoint that does not record it)
 
