@@ -135,6 +135,7 @@ def test_points_added_later_train_again_only_up_to_the_last_one(tmp_path):
     before = set(artifact_ids(root, "checkpoint"))
     out = cli("run", *MINIATURE, "train.steps=6", "eval.at_steps=[3]", root=root, cwd=tmp_path)
     assert "training again up to step 3" in out
+    assert out.count("the points are this 6-step run's") == 1  # cosine: said once, not by run's plan too
     assert "step 4/6" not in out  # stopped after the missing point
     (new,) = set(artifact_ids(root, "checkpoint")) - before
     assert manifest(root, "checkpoint", new)["progress"]["step"] == 3

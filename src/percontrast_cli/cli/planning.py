@@ -213,7 +213,7 @@ class Planner:
         at_steps = curve_steps(cfg, steps)
         identity_at = functools.partial(training_identity, ctx, start, data, cfg.loss, scores=scores)
         rounds = weight_source(cfg.loss, cfg.estimator.refresh) == "rounds"
-        points = point_identities(cfg.train, steps, at_steps, rounds, identity_at)
+        points = point_identities(cfg.train, steps, at_steps, rounds, identity_at, tell=self.notes.append)
         saved = {step: self.stage(f"point {step}", f"point {step}", i, known) for step, i in points.items()}
         models = {step: stub("checkpoint", point.id, tokenizer_fp) for step, point in saved.items()}
         if 0 in at_steps:

@@ -26,17 +26,23 @@ class Points:
 
 
 def point_identities(
-    train_cfg, steps: int, at_steps, rounds: bool, identity_at: Callable[..., Identity]
+    train_cfg,
+    steps: int,
+    at_steps,
+    rounds: bool,
+    identity_at: Callable[..., Identity],
+    tell: Callable[[str], object] = lambda line: say(f"[dim]{line}[/dim]"),
 ) -> dict[int, Identity]:
     """The checkpoint identity at each step of ``at_steps`` strictly inside a ``steps``-step run, from
     ``identity_at(step, schedule_steps=...)``. When the first s steps of the run are exactly an s-step run (a
     schedule whose learning rate does not depend on the run's length, e.g. constant), the point *is* that
     run's checkpoint and has its id, so runs of different lengths share their early checkpoints; otherwise it
-    keys this run's length too (said once, in one line). ``rounds``: estimator.refresh=rounds."""
+    keys this run's length too (said once, in one line, to ``tell``: `plan` keeps it as a note, so that a
+    `run`, which plans itself first, says it once). ``rounds``: estimator.refresh=rounds."""
     inside = sorted({step for step in at_steps if 0 < step < steps})
     reasons = {step: why_not_prefix(train_cfg, step, steps, rounds) for step in inside}
     if found := next((reason for reason in reasons.values() if reason is not None), None):
-        say(f"[dim]eval.at_steps: the points are this {steps}-step run's, not shorter runs' ({found})[/dim]")
+        tell(f"eval.at_steps: the points are this {steps}-step run's, not shorter runs' ({found})")
     return {
         step: identity_at(step, schedule_steps=None if reason is None else steps)
         for step, reason in reasons.items()
