@@ -14,7 +14,8 @@ kept as `reference_nll`), and token accuracies are kept as they were.
 Prints one JSON line per eval: its id, the stored and the recomputed values of the metrics that changed or
 are new. With --write, the eval is updated in place: per_example.jsonl, metrics.json and the manifest's
 metrics (its payload sizes updated, and a "rescored" record: when, by what, which metrics), so that a later
-`percontrast report` over the same sweep uses the new metrics.
+`percontrast report` over the same sweep uses the new metrics. --write with --stemmer is refused where the
+eval was made without the stemmer: its id keys that setting, and its metrics must stay those of it.
 """
 
 from __future__ import annotations
@@ -130,10 +131,24 @@ def write(directory: Path, manifest: dict, rows: list[dict], metrics: dict, chan
     os.replace(directory / f"{MANIFEST}.new", directory / MANIFEST)
 
 
+def refuse_other_settings(directory: Path, stemmer: bool | None) -> None:
+    """--write keeps the eval's id, which keys its recorded eval.rouge_stemmer: scores made with another
+    stemming written into it would disagree with the config the id names."""
+    recorded = recorded_config(json.loads((directory / MANIFEST).read_text())).eval.rouge_stemmer
+    if stemmer is not None and stemmer != recorded:
+        raise SystemExit(
+            f"{directory}: --write with --stemmer: this eval's id keys eval.rouge_stemmer={recorded}; its "
+            "metrics must stay those of that setting: compare without --write, or evaluate again with "
+            "`percontrast eval checkpoint=<id> eval.rouge_stemmer=true` (a new eval of its own)"
+        )
+
+
 def main(argv: list[str]) -> None:
     stemmer = True if "--stemmer" in argv else None
     for argument in (a for a in argv if not a.startswith("--")):
         for directory in eval_dirs(argument):
+            if "--write" in argv:
+                refuse_other_settings(directory, stemmer)
             manifest, rows, metrics = rescore(directory, stemmer)
             stored = manifest["metrics"]
             changed = sorted(k for k, v in metrics.items() if stored.get(k) != v)

@@ -33,12 +33,12 @@ NEW = ("user_id", "meteor", "generated_words", "reference_words", "persona_prese
        "persona_absent", "persona_over_inserted", "persona_leaked", "persona_n_fields")  # fmt: skip
 
 
-def rescore(*args, root):
+def rescore(*args, root, code=0):
     script = Path(__file__).parents[1] / "scripts" / "rescore_evals.py"
     env = {**os.environ, "PERCONTRAST_OUTPUTS": str(root)}
     result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == code, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines()] if code == 0 else result.stderr
 
 
 @pytest.mark.slow
@@ -67,6 +67,11 @@ def test_persona_eval_rows_and_rescoring_an_older_eval(tmp_path):
     manifest["payload"] = payload_files(directory)
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
+    # stemmed scores written into an eval whose id keys the unstemmed setting: refused, nothing written
+    before = (directory / "per_example.jsonl").read_text()
+    refused = rescore(str(tmp_path / "job"), "--stemmer", "--write", root=root, code=1)
+    assert "this eval's id keys eval.rouge_stemmer=False" in refused and "Traceback" not in refused
+    assert (directory / "per_example.jsonl").read_text() == before
     (printed,) = rescore(str(tmp_path / "job"), "--write", root=root)
     assert printed["eval"] == eval_id and printed["stored"]["persona_recall"] is None
     assert printed["recomputed"]["persona_recall"] == pytest.approx(metrics["persona_recall"])
