@@ -21,13 +21,12 @@ from percontrast_cli.modeling.sizes import inference_memory, parameter_count, tr
 from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.steps import costs
 from percontrast_cli.steps.context import Context, pick_device
-from percontrast_cli.steps.curve_points import point_identities
+from percontrast_cli.steps.curve_points import curve_steps, point_identities
 from percontrast_cli.steps.evaluation import eval_examples, evaluation_identity
 from percontrast_cli.steps.models import pretrained_location
 from percontrast_cli.steps.scoring import training_set_identity
 from percontrast_cli.steps.task_data import TaskData, encode_items, load_task
 from percontrast_cli.steps.training import (
-    curve_steps,
     main_scores_kind,
     needs_warmup,
     resumable_step,

@@ -10,6 +10,7 @@ from pathlib import Path
 from percontrast_cli.method.schedule import why_not_prefix
 from percontrast_cli.modeling.lora import save_snapshot
 from percontrast_cli.runtime.distributed import is_main
+from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.steps.produce import produce
 from percontrast_cli.store.identity import Identity
@@ -23,6 +24,17 @@ class Points:
     identities: dict[int, Identity]
     extra: dict
     stop_after: int | None = None
+
+
+def curve_steps(cfg, steps: int) -> tuple[int, ...]:
+    """eval.at_steps, refused when a step is past the run's end (`run` and `plan` alike)."""
+    at_steps = tuple(cfg.eval.get("at_steps") or ())
+    if beyond := [step for step in at_steps if step > steps]:
+        raise PercontrastError(
+            f"eval.at_steps={list(at_steps)}: step {beyond[0]} is past the training's end ({steps} optimiser "
+            "steps; train.steps or train.epochs): list steps up to it (the end is evaluated anyway)"
+        )
+    return at_steps
 
 
 def point_identities(

@@ -14,11 +14,10 @@ from omegaconf import OmegaConf
 from percontrast_cli.method.losses import CE, reads_artifact, reads_micro_batch_statistics, weight_source
 from percontrast_cli.modeling.lora import save_trained, wrap_lora
 from percontrast_cli.runtime.distributed import backend, is_main, rank_and_world
-from percontrast_cli.runtime.errors import PercontrastError
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.steps import costs
 from percontrast_cli.steps.context import Context
-from percontrast_cli.steps.curve_points import Points, point_identities, publisher
+from percontrast_cli.steps.curve_points import Points, curve_steps, point_identities, publisher
 from percontrast_cli.steps.models import load_model, named_checkpoint
 from percontrast_cli.steps.produce import produce
 from percontrast_cli.steps.scoring import estimate, reference_nll, round_estimate, score_table
@@ -232,17 +231,6 @@ def train_main(
     steps = total_steps(cfg.train, len(data.train))
     at_steps = curve_steps(cfg, steps)
     return train_checkpoint(ctx, start, data, cfg.loss, steps, training_tag(cfg), scores, at_steps=at_steps)
-
-
-def curve_steps(cfg, steps: int) -> tuple[int, ...]:
-    """eval.at_steps, refused when a step is past the run's end (`run` and `plan` alike)."""
-    at_steps = tuple(cfg.eval.get("at_steps") or ())
-    if beyond := [step for step in at_steps if step > steps]:
-        raise PercontrastError(
-            f"eval.at_steps={list(at_steps)}: step {beyond[0]} is past the training's end ({steps} optimiser "
-            "steps; train.steps or train.epochs): list steps up to it (the end is evaluated anyway)"
-        )
-    return at_steps
 
 
 def main_scores_kind(cfg) -> str | None:
