@@ -74,10 +74,18 @@ def job_table(plans: list) -> Table:
                 str(stage.steps) if stage.steps is not None else "unknown" if stage.name in TRAINING else "",
                 stage.training_tokens or ("unknown" if stage.name in TRAINING else ""),
                 "" if stage.generated_tokens is None else f"≤ {stage.generated_tokens:,}",
-                "-" if stage.status == "found" else duration(stage.seconds),
+                time_text(stage),
                 "" if stage.status == "found" else stage.memory.split(" (")[0] + memory_mark(stage),
             )
     return table
+
+
+def time_text(stage) -> str:
+    if stage.status == "found":
+        return "-"
+    if stage.kind == "checkpoint" and stage.name.startswith("point") and not stage.work:
+        return "in train"  # a curve's point the training saves on the way: its time is the train stage's
+    return duration(stage.seconds)
 
 
 def memory_mark(stage) -> str:
