@@ -381,3 +381,18 @@ def test_published_files_follow_the_umask_so_a_group_shared_store_is_readable(tm
     assert (published / "manifest.json").stat().st_mode & 0o777 == 0o660
     assert published.stat().st_mode & 0o777 == (published / "model").stat().st_mode & 0o777 == 0o770
     assert store.find("checkpoint", artifact_id) is not None
+
+
+def test_a_manifest_records_the_machine_and_the_id_does_not_depend_on_it(tmp_path, monkeypatch):
+    import torch
+
+    from percontrast_cli.runtime import machine
+
+    first = publish(ArtifactStore(tmp_path / "a"), "checkpoint", {"n": 1}, {})
+    record = first.manifest["machine"]
+    assert record["cpu"] == machine.cpu_description() and record["threads"] == torch.get_num_threads()
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    assert record["gpus"] == (gpus if torch.cuda.is_available() else [])
+    monkeypatch.setattr(machine, "cpu_description", lambda: "Other CPU; bf16: slow")
+    second = publish(ArtifactStore(tmp_path / "b"), "checkpoint", {"n": 1}, {})
+    assert second.id == first.id and second.manifest["machine"]["cpu"] == "Other CPU; bf16: slow"

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from percontrast_cli.cli import environment, inventory
+from percontrast_cli.cli import inventory
+from percontrast_cli.runtime import machine
 from percontrast_cli.store.artifacts import ArtifactStore
 
 
@@ -106,5 +107,5 @@ def test_env_is_one_block_with_what_a_bug_report_needs():
 )  # fmt: skip
 def test_env_reads_the_cpus_bf16_instructions(flags, expected):
     info = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n"
-    assert expected in environment.cpu_description(info)
-    assert environment.cpu_description(info).startswith("Some CPU")
+    assert expected in machine.cpu_description(info)
+    assert machine.cpu_description(info).startswith("Some CPU")

@@ -17,6 +17,7 @@ from pathlib import Path
 from percontrast_cli import __version__
 from percontrast_cli.cli.inventory import store_root
 from percontrast_cli.modeling.sizes import human_bytes
+from percontrast_cli.runtime.machine import cpu_description
 
 PACKAGES = (
     "torch",
@@ -38,8 +39,6 @@ PACKAGES = (
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "WANDB_MODE")
 LOCATION_VARIABLES = ("PERCONTRAST_OUTPUTS", "PERCONTRAST_CACHE", "PERCONTRAST_WORDNET", "HF_HOME")
-# /proc/cpuinfo flags that make bf16 fast on a CPU (Sapphire Rapids' AMX tiles, Cooper Lake's AVX-512 BF16).
-CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 WORDNET_DEFAULT = "/usr/share/wordnet"
 
 
@@ -60,20 +59,6 @@ def torch_build() -> str:
     cuda, hip = fields.get("cuda", "None"), fields.get("hip", "None")
     backend = f"CUDA {cuda}" if cuda != "None" else f"ROCm {hip}" if hip != "None" else "CPU only"
     return f"{fields.get('__version__', '?')} ({backend}, git {fields.get('git_version', '?')[:10]})"
-
-
-def cpu_description(info: str | None = None) -> str:
-    """The CPU's model and whether it runs bf16 natively (`info`: /proc/cpuinfo's text)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text() if info is None else info
-    except OSError:
-        return f"{platform.processor() or platform.machine()} (no /proc/cpuinfo: bf16 support unknown)"
-    model = re.search(r"^model name\s*:\s*(.+)$", info, flags=re.M)
-    flags = set((re.search(r"^flags\s*:\s*(.+)$", info, flags=re.M) or [None, ""])[1].split())
-    found = [flag for flag in CPU_BF16_FLAGS if flag in flags]
-    slow = "bf16: slow (no AMX / AVX-512 BF16; fp32 is faster)"
-    bf16 = f"bf16: fast ({', '.join(found)})" if found else slow
-    return f"{model.group(1) if model else platform.machine()}; {bf16}"
 
 
 def gpus() -> list[str]:

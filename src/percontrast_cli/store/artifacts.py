@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from percontrast_cli import __version__
 from percontrast_cli.runtime.distributed import barrier, is_main, main_decides, rank_and_world
 from percontrast_cli.runtime.errors import FILESYSTEM_ERRNOS, PercontrastError, filesystem_message
+from percontrast_cli.runtime.machine import machine
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.store import integrity
 from percontrast_cli.store.fingerprint import fingerprint, library_versions
@@ -356,6 +357,7 @@ class ArtifactStore:
                     "created_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "code_version": __version__,
                     "versions": library_versions(),  # recorded, not keyed
+                    "machine": machine(),  # recorded, not keyed: floats differ across CPUs
                     "config": config,
                     "inputs": inputs,
                     **extra,
