@@ -384,3 +384,25 @@ def test_a_weighted_group_without_its_ce_is_named_and_an_undefined_difference_is
         for example in row["examples"].values():
             example.update(persona_present=[], persona_recalled=[])
     assert stats.paired_difference(rows[2:], rows[:2], "persona_recall") is None
+
+
+def test_a_report_names_the_machines_when_its_checkpoints_come_from_several():
+    """A retraining on another CPU is not bit-identical: a report over checkpoints from two machines says so
+    (the base model's eval, machine None, does not count); one machine, or none recorded, says nothing."""
+    from percontrast_cli.reporting import verdicts
+
+    users = ["a", "a", "b", "b"]
+    rows = [eval_row(s, loss, [0.2, 0.4, 0.3, 0.5], users) for s in (0, 1) for loss in ("ce", "perce")]
+    for index, row in enumerate(rows):
+        row["id"] = f"eval{index}"
+    summary = report.summarize(rows, report.group_keys(rows))
+    assert verdicts.machine_line(summary) is None  # no machine recorded (artifacts from before it was)
+    for row in rows:
+        row["machine"] = report.machine_of({"machine": {"cpu": "AMD EPYC; bf16: fast", "gpus": []}})
+    rows[0]["machine"] = None  # a base model's eval: not trained here
+    assert verdicts.machine_line(summary) is None
+    rows[1]["machine"] = report.machine_of({"machine": {"cpu": "Xeon; bf16: fast", "gpus": ["H100", "H100"]}})
+    line = verdicts.machine_line(summary)
+    assert line.startswith("the checkpoints were trained on 2 machines (AMD EPYC: 2, Xeon + H100: 1)")
+    assert line in verdicts.declared_lines(summary, verdicts.NOTHING_DECLARED)
+    assert report.machine_of({}) == "unrecorded"

@@ -125,7 +125,18 @@ def eval_row(store: ArtifactStore, evaluation: Artifact) -> dict:
         "history": history,
         "examples": by_target([json.loads(line) for line in lines]),
         "id": evaluation.id,
+        # the CPU (and GPUs) that trained the checkpoint: floats differ across machines (machine_line)
+        "machine": machine_of(checkpoint.manifest) if checkpoint.kind == "checkpoint" else None,
     }
+
+
+def machine_of(manifest: dict) -> str:
+    """The machine a manifest records, as one label ("unrecorded" for artifacts made before it was)."""
+    record = manifest.get("machine")
+    if not record:
+        return "unrecorded"
+    gpus = record.get("gpus") or []
+    return record["cpu"].split(";")[0] + (f" + {', '.join(sorted(set(gpus)))}" if gpus else "")
 
 
 def warmup_setting(options: dict) -> dict:

@@ -10,6 +10,7 @@ interval therefore shows the verdict: "equivalent within δ" when it does, "not 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from percontrast_cli.reporting.stats import (
@@ -145,6 +146,22 @@ def zero_lines(summary: list[dict]) -> list[str]:
     return lines
 
 
+def machine_line(summary: list[dict]) -> str | None:
+    """A line when the report's checkpoints were trained on more than one machine: retraining the same id on
+    another CPU is not bit-identical (docs/identity.md), so a Δ between groups made on different machines
+    carries that difference as well as the method's."""
+    rows = {row["id"]: row for entry in summary for row in entry["rows"] if "id" in row}
+    # a base model's eval (machine None) was not trained here: where it was converted does not count
+    counts = Counter(row.get("machine", "unrecorded") for row in rows.values() if row.get("machine", ""))
+    if len(counts) < 2:
+        return None
+    made = ", ".join(f"{name}: {n}" for name, n in counts.most_common())
+    return (
+        f"the checkpoints were trained on {len(counts)} machines ({made}): floats differ across machines, so "
+        "a Δ between groups from different ones carries that difference too; retrain on one to compare"
+    )
+
+
 def unpaired_lines(summary: list[dict]) -> list[str]:
     """A line per weighted-loss group that has no Δ because no CE group matches it in every other setting,
     when the report has CE groups: a comparison the reader expects is missing, and the settings that keep it
@@ -191,6 +208,8 @@ def declared_lines(summary: list[dict], declared: Declared) -> list[str]:
         lines.append(chance)
     if (judged := judge_system_line(summary)) is not None:
         lines.append(judged)
+    if (machines := machine_line(summary)) is not None:
+        lines.append(machines)
     return unpaired_lines(summary) + lines + zero_lines(summary)
 
 
