@@ -166,6 +166,7 @@ if [[ $which == curves || $which == curves_sampled ]]; then
     shift
     dirs=$(printf '%s,' "$@")
     pc report "report.evals=[${dirs%,}]" "report.out_dir=$root/reports/claims_$out" "report.primary=$primary" \
+      report.margin=rougeL:0.02 \
       "report.plot_metrics=[$primary,persona_recall,persona_over_insertion,reference_nll,rougeL]" \
       "report.title='Learning curves: $out'"
   }

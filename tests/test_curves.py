@@ -197,7 +197,8 @@ def test_claims_curves_gpu_dry_runs_both_arms_and_reports_curves(tmp_path):
         assert sorted({int(r["step"]) for r in rows}) == points, arm
         assert {r["loss"] for r in rows} == {"ce", "perce"}
         assert (report / "learning_curves_vs_step.png").is_file()
-        assert "Primary metric: persona_recall_slot" in (report / "report.md").read_text()
+        page = (report / "report.md").read_text()
+        assert "Primary metric: persona_recall_slot" in page and "TOST rougeL, loss=perce" in page
     for arm in ("full", "lora"):  # each arm's ends, decoded again by sampling (the paper's temperature)
         with open(root / "reports" / f"claims_curves_gpu_dry_{arm}_sampled" / "report.csv") as f:
             rows = list(csv.DictReader(f))
