@@ -230,6 +230,22 @@ def test_nearest_calibration_is_the_mean_at_the_closest_bucket_of_the_same_devic
     assert calibration.nearest(records, record(work="generate").key) is None
 
 
+def test_a_cpu_calibration_is_keyed_by_the_cpu_model(monkeypatch):
+    """A step takes other seconds on another CPU: a Xeon's measurements do not estimate an EPYC's steps."""
+    import torch
+
+    from percontrast_cli.runtime import machine
+    from percontrast_cli.steps import costs
+
+    monkeypatch.setattr(machine, "cpu_description", lambda: "Intel Xeon Gold; bf16: fast (amx_bf16)")
+    xeon = costs.device_label(torch.device("cpu"))
+    monkeypatch.setattr(machine, "cpu_description", lambda: "AMD EPYC; bf16: fast (avx512_bf16)")
+    epyc = costs.device_label(torch.device("cpu"))
+    assert xeon == f"cpu x{torch.get_num_threads()} Intel Xeon Gold" and epyc.endswith(" AMD EPYC")
+    assert calibration.nearest([record(device=xeon)], record(device=epyc).key) is None
+    assert calibration.nearest([record(device=epyc)], record(device=epyc).key) is not None
+
+
 def test_unreadable_calibration_lines_are_skipped(tmp_path):
     path = tmp_path / "calibration.jsonl"
     calibration.append(path, [record()])

@@ -13,16 +13,18 @@ from pathlib import Path
 import torch
 
 from percontrast_cli.modeling.sizes import human_count, parameter_count
+from percontrast_cli.runtime import machine
 from percontrast_cli.runtime.progress import warn
 from percontrast_cli.store import calibration
 
 
 def device_label(device: torch.device) -> str:
-    """The device as calibrations key it: the GPU's name, or the CPU with the threads torch computes on (a
-    CPU step time scales with them)."""
+    """The device as calibrations key it: the GPU's name, or the CPU's model with the threads torch computes
+    on (a CPU step time scales with them, and differs between CPUs: an AMD EPYC took 1.26x a Xeon's seconds
+    for the same SmolLM2 LoRA training, so one's measurements do not estimate the other's)."""
     if device.type == "cuda":
         return f"cuda {torch.cuda.get_device_name(device)}"
-    return f"cpu x{torch.get_num_threads()}"
+    return f"cpu x{torch.get_num_threads()} {machine.cpu_description().split(';')[0]}"
 
 
 def model_label(model_cfg) -> str:
