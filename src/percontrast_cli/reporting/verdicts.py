@@ -152,7 +152,7 @@ def machine_line(summary: list[dict]) -> str | None:
     carries that difference as well as the method's."""
     rows = {row["id"]: row for entry in summary for row in entry["rows"] if "id" in row}
     # a base model's eval (machine None) was not trained here: where it was converted does not count
-    counts = Counter(row.get("machine", "unrecorded") for row in rows.values() if row.get("machine", ""))
+    counts = Counter(row["machine"] for row in rows.values() if row.get("machine"))
     if len(counts) < 2:
         return None
     made = ", ".join(f"{name}: {n}" for name, n in counts.most_common())
