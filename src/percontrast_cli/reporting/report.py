@@ -27,6 +27,7 @@ from percontrast_cli.reporting.stats import baseline_of, paired_difference, same
 from percontrast_cli.reporting.tables import write_tables
 from percontrast_cli.reporting.verdicts import Declared
 from percontrast_cli.runtime.errors import PercontrastError
+from percontrast_cli.runtime.machine import cpu_model
 from percontrast_cli.runtime.progress import say
 from percontrast_cli.store.artifacts import Artifact, ArtifactStore, job_records
 
@@ -136,7 +137,7 @@ def machine_of(manifest: dict) -> str:
     if not record:
         return "unrecorded"
     gpus = record.get("gpus") or []
-    return record["cpu"].split(";")[0] + (f" + {', '.join(sorted(set(gpus)))}" if gpus else "")
+    return cpu_model(record["cpu"]) + (f" + {', '.join(sorted(set(gpus)))}" if gpus else "")
 
 
 def warmup_setting(options: dict) -> dict:

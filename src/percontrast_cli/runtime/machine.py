@@ -30,6 +30,11 @@ def cpu_description(info: str | None = None) -> str:
     return f"{model.group(1) if model else platform.machine()}; {bf16}"
 
 
+def cpu_model(description: str) -> str:
+    """The model part of a `cpu_description` (what labels a CPU: calibration keys, a report's machines)."""
+    return description.split(";")[0]
+
+
 def machine() -> dict:
     """The CPU, the visible GPUs and torch's intra-op threads; torch is read only where the process has
     imported it already (a manifest written without torch has no GPU or thread count to tell)."""
@@ -37,8 +42,5 @@ def machine() -> dict:
     torch = sys.modules.get("torch")
     if torch is not None:
         record["threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            record["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        else:
-            record["gpus"] = []
+        record["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return record

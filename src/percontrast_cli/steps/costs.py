@@ -24,7 +24,7 @@ def device_label(device: torch.device) -> str:
     for the same SmolLM2 LoRA training, so one's measurements do not estimate the other's)."""
     if device.type == "cuda":
         return f"cuda {torch.cuda.get_device_name(device)}"
-    return f"cpu x{torch.get_num_threads()} {machine.cpu_description().split(';')[0]}"
+    return f"cpu x{torch.get_num_threads()} {machine.cpu_model(machine.cpu_description())}"
 
 
 def model_label(model_cfg) -> str:
